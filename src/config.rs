@@ -1,0 +1,543 @@
+//! Settings: their shape, defaults, layering and validation.
+//!
+//! Layers, later wins: the documented defaults embedded from
+//! `config/default.toml`, then the TOML file given with `--config` /
+//! `HOOKRELAY_CONFIG`, then environment variables `HOOKRELAY_<SECTION>__<KEY>`
+//! (`__` separates levels; a numeric level indexes an array, e.g.
+//! `HOOKRELAY_APPS__0__SECRET`). Every struct denies unknown fields, so a typo
+//! in the file or in a variable name stops start-up with a message naming the
+//! key instead of being silently ignored.
+
+use crate::providers::Provider;
+use crate::secret::SecretString;
+use anyhow::{Context, anyhow, bail};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The documented defaults; also the reference for every key.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Environment variables with this prefix override file settings.
+pub const ENV_PREFIX: &str = "HOOKRELAY_";
+
+/// Variables with the prefix that are not settings.
+const ENV_NOT_SETTINGS: [&str; 1] = ["HOOKRELAY_CONFIG"];
+
+/// The whole effective configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub spool: SpoolConfig,
+    pub apps: Vec<App>,
+    pub sinks: Vec<SinkConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: ServerConfig,
+    log: LogConfig,
+    spool: SpoolConfig,
+    #[serde(default)]
+    apps: Vec<RawApp>,
+    #[serde(default)]
+    sinks: Vec<SinkConfig>,
+}
+
+/// `[server]`: the HTTP surface.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// Largest accepted request body in bytes; larger gets 413. Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// How far a callback's timestamp may be from our clock, in seconds; 0 disables. Default 300.
+    pub timestamp_tolerance_secs: u64,
+    /// Whole-request deadline in seconds (408 past it). Default 10.
+    pub request_timeout_secs: u64,
+    /// Requests handled at once; more are shed with 503. Default 1024.
+    pub concurrency_limit: usize,
+}
+
+/// `[log]`: structured logs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `pretty` (human) or `json` (one object per line).
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `hookrelay=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// `[spool]`: the durable store every event passes through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Directory holding `spool.sqlite3`. Default `data/spool`.
+    pub dir: PathBuf,
+    /// How long a dedup key (and a ZEGO signature) is remembered, in hours. Default 24.
+    pub dedup_window_hours: u64,
+    /// How long delivered events are kept for `events show`, in hours. Default 72.
+    pub retention_hours: u64,
+    /// Largest spool file in MiB; when full, callbacks get 503 instead of the
+    /// disk filling up. 0 = no limit (the default).
+    pub max_size_mb: u64,
+}
+
+impl SpoolConfig {
+    pub fn dedup_window(&self) -> Duration {
+        Duration::from_secs(self.dedup_window_hours * 3600)
+    }
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_hours * 3600)
+    }
+}
+
+/// One `[[apps]]` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    provider: Provider,
+    app_id: StringOrNumber,
+    secret: Option<SecretString>,
+    secrets: Option<Vec<SecretString>>,
+    secret_env: Option<OneOrMany>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum StringOrNumber {
+    String(String),
+    Number(u64),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A vendor app whose callbacks we accept.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub provider: Provider,
+    /// ZEGO AppID or NetEase AppKey, as text.
+    pub app_id: String,
+    /// Newest first; any of them verifies (rotation without a window of rejections).
+    pub secrets: Vec<SecretString>,
+}
+
+/// One `[[sinks]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SinkConfig {
+    Log(LogSinkConfig),
+    File(FileSinkConfig),
+}
+
+impl SinkConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkConfig::Log(_) => "log",
+            SinkConfig::File(_) => "file",
+        }
+    }
+    pub fn name(&self) -> &str {
+        match self {
+            SinkConfig::Log(c) => c.name.as_deref().unwrap_or_default(),
+            SinkConfig::File(c) => c.name.as_deref().unwrap_or_default(),
+        }
+    }
+    fn name_mut(&mut self) -> &mut Option<String> {
+        match self {
+            SinkConfig::Log(c) => &mut c.name,
+            SinkConfig::File(c) => &mut c.name,
+        }
+    }
+}
+
+/// `kind = "log"`: one structured log line per event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSinkConfig {
+    /// Defaults to `log-{index}`.
+    pub name: Option<String>,
+}
+
+/// `kind = "file"`: JSON Lines, one envelope per line, appended.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// Defaults to `file-{index}`.
+    pub name: Option<String>,
+    pub path: PathBuf,
+}
+
+impl Config {
+    /// Loads defaults, then `path` if given, then `HOOKRELAY_*` variables from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let mut table: toml::Table = DEFAULTS.parse().context("built-in defaults are invalid")?;
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            let file: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| anyhow!("{}: {}", path.display(), e.message()))
+                .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+            merge(&mut table, file);
+        }
+        apply_env(&mut table, env)?;
+        Self::from_table(table)
+    }
+
+    fn from_table(table: toml::Table) -> anyhow::Result<Config> {
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                anyhow!("invalid config at `{path}`: {}", e.into_inner().message())
+            })?;
+        raw.validate()
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> anyhow::Result<Config> {
+        if self.server.max_body_bytes == 0 {
+            bail!("invalid config at `server.max_body_bytes`: must be at least 1");
+        }
+        if self.server.concurrency_limit == 0 {
+            bail!("invalid config at `server.concurrency_limit`: must be at least 1");
+        }
+        if self.server.request_timeout_secs == 0 {
+            bail!("invalid config at `server.request_timeout_secs`: must be at least 1");
+        }
+        if self.spool.dedup_window_hours == 0 {
+            bail!("invalid config at `spool.dedup_window_hours`: must be at least 1");
+        }
+        let mut apps = Vec::with_capacity(self.apps.len());
+        let mut seen = HashSet::new();
+        for (i, raw) in self.apps.into_iter().enumerate() {
+            let app = raw.resolve(i)?;
+            if !seen.insert((app.provider, app.app_id.clone())) {
+                bail!(
+                    "invalid config at `apps[{i}].app_id`: {} app {} is configured twice",
+                    app.provider.as_str(),
+                    app.app_id
+                );
+            }
+            apps.push(app);
+        }
+        let mut sinks = self.sinks;
+        let mut names = HashSet::new();
+        for (i, sink) in sinks.iter_mut().enumerate() {
+            let kind = sink.kind();
+            let name = sink.name_mut().get_or_insert_with(|| format!("{kind}-{i}"));
+            if name.is_empty() {
+                bail!("invalid config at `sinks[{i}].name`: must not be empty");
+            }
+            if !names.insert(name.clone()) {
+                bail!("invalid config at `sinks[{i}].name`: sink name `{name}` is used twice");
+            }
+            if let SinkConfig::File(f) = sink {
+                if f.path.as_os_str().is_empty() {
+                    bail!("invalid config at `sinks[{i}].path`: must not be empty");
+                }
+            }
+        }
+        Ok(Config {
+            server: self.server,
+            log: self.log,
+            spool: self.spool,
+            apps,
+            sinks,
+        })
+    }
+}
+
+impl RawApp {
+    fn resolve(self, i: usize) -> anyhow::Result<App> {
+        let app_id = match self.app_id {
+            StringOrNumber::String(s) => s,
+            StringOrNumber::Number(n) => n.to_string(),
+        };
+        if app_id.is_empty() {
+            bail!("invalid config at `apps[{i}].app_id`: must not be empty");
+        }
+        let given = [
+            self.secret.is_some(),
+            self.secrets.is_some(),
+            self.secret_env.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            bail!(
+                "invalid config at `apps[{i}]`: give exactly one of `secret`, `secrets` or `secret_env`"
+            );
+        }
+        let secrets = if let Some(s) = self.secret {
+            vec![s]
+        } else if let Some(list) = self.secrets {
+            list
+        } else {
+            let names = match self.secret_env {
+                Some(OneOrMany::One(n)) => vec![n],
+                Some(OneOrMany::Many(v)) => v,
+                None => Vec::new(),
+            };
+            let mut out = Vec::with_capacity(names.len());
+            for name in names {
+                let value = std::env::var(&name).map_err(|_| {
+                    anyhow!(
+                        "invalid config at `apps[{i}].secret_env`: environment variable `{name}` is not set"
+                    )
+                })?;
+                out.push(SecretString::new(value));
+            }
+            out
+        };
+        if secrets.is_empty() {
+            bail!("invalid config at `apps[{i}]`: at least one secret is required");
+        }
+        if secrets.iter().any(|s| s.expose().is_empty()) {
+            bail!("invalid config at `apps[{i}]`: a secret must not be empty");
+        }
+        Ok(App {
+            provider: self.provider,
+            app_id,
+            secrets,
+        })
+    }
+}
+
+impl Config {
+    /// The app whose callbacks carry `app_id`, or — when the callback names
+    /// no app — the provider's only app if exactly one is configured.
+    pub fn find_app(&self, provider: Provider, app_id: Option<&str>) -> Option<&App> {
+        match app_id {
+            Some(id) => self
+                .apps
+                .iter()
+                .find(|a| a.provider == provider && a.app_id == id),
+            None => {
+                let mut it = self.apps.iter().filter(|a| a.provider == provider);
+                let only = it.next()?;
+                it.next().is_none().then_some(only)
+            }
+        }
+    }
+}
+
+/// Deep-merges `over` into `base`: tables merge, everything else replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+/// Applies `HOOKRELAY_<SECTION>__<KEY>` variables. A value is read as a TOML
+/// value when it parses as one (`300`, `true`, `["a","b"]`), else as a string.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<()> {
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_NOT_SETTINGS.contains(&k.as_str()))
+        .collect();
+    vars.sort();
+    for (name, value) in vars {
+        let path: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        if path.len() < 2 || path.iter().any(String::is_empty) {
+            bail!(
+                "invalid environment variable `{name}`: expected HOOKRELAY_<SECTION>__<KEY>, e.g. HOOKRELAY_SERVER__LISTEN"
+            );
+        }
+        let parsed = parse_env_value(&value);
+        set_path(table, &path, parsed)
+            .map_err(|e| anyhow!("invalid environment variable `{name}`: {e}"))?;
+    }
+    Ok(())
+}
+
+fn parse_env_value(value: &str) -> toml::Value {
+    let doc = format!("v = {value}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(value.to_owned())),
+        Err(_) => toml::Value::String(value.to_owned()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (first, rest) = path.split_first().ok_or("empty key")?;
+    if rest.is_empty() {
+        table.insert(first.clone(), value);
+        return Ok(());
+    }
+    let entry = table
+        .entry(first.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    set_in_value(entry, rest, value)
+}
+
+fn set_in_value(node: &mut toml::Value, path: &[String], value: toml::Value) -> Result<(), String> {
+    match node {
+        toml::Value::Table(t) => set_path(t, path, value),
+        toml::Value::Array(items) => {
+            let (first, rest) = path.split_first().ok_or("empty key")?;
+            let index: usize = first
+                .parse()
+                .map_err(|_| format!("`{first}` must be an array index"))?;
+            let item = items
+                .get_mut(index)
+                .ok_or_else(|| format!("there is no entry {index} in the file"))?;
+            if rest.is_empty() {
+                *item = value;
+                Ok(())
+            } else {
+                set_in_value(item, rest, value)
+            }
+        }
+        _ => Err("the key above it is not a table".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_alone_are_valid_and_refuse_every_app() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.server.max_body_bytes, 1_048_576);
+        assert_eq!(c.server.timestamp_tolerance_secs, 300);
+        assert_eq!(c.spool.dedup_window_hours, 24);
+        assert_eq!(c.spool.retention_hours, 72);
+        assert!(c.apps.is_empty());
+        assert!(c.sinks.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_in_the_file_is_an_error_naming_it() {
+        let err = load_str("[server]\nlisten_port = 1\n", &[]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("listen_port"), "{msg}");
+        assert!(msg.contains("server"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_environment_variable_is_an_error_naming_it() {
+        let err = load_str("", &[("HOOKRELAY_SERVER__LISTN", "1.2.3.4:1")]).unwrap_err();
+        assert!(format!("{err:#}").contains("listn"), "{err:#}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = load_str(
+            "[server]\nlisten = \"127.0.0.1:1\"\ntimestamp_tolerance_secs = 5\n",
+            &[
+                ("HOOKRELAY_SERVER__LISTEN", "127.0.0.1:2"),
+                ("HOOKRELAY_SERVER__TIMESTAMP_TOLERANCE_SECS", "7"),
+                ("HOOKRELAY_CONFIG", "ignored.toml"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:2".parse().unwrap());
+        assert_eq!(c.server.timestamp_tolerance_secs, 7);
+    }
+
+    #[test]
+    fn environment_can_set_a_secret_of_an_app_from_the_file() {
+        let c = load_str(
+            "[[apps]]\nprovider = \"zego\"\napp_id = \"1\"\nsecret = \"file\"\n",
+            &[("HOOKRELAY_APPS__0__SECRET", "from-env")],
+        )
+        .unwrap();
+        assert_eq!(c.apps[0].secrets[0].expose(), "from-env");
+    }
+
+    #[test]
+    fn an_app_needs_exactly_one_way_to_give_its_secret() {
+        let err = load_str(
+            "[[apps]]\nprovider = \"zego\"\napp_id = \"1\"\nsecret = \"a\"\nsecrets = [\"b\"]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("apps[0]"), "{err:#}");
+        let err = load_str("[[apps]]\nprovider = \"zego\"\napp_id = \"1\"\n", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("exactly one"), "{err:#}");
+    }
+
+    #[test]
+    fn numeric_app_ids_and_secret_lists_are_accepted() {
+        let c = load_str(
+            "[[apps]]\nprovider = \"zego\"\napp_id = 123\nsecrets = [\"new\", \"old\"]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.apps[0].app_id, "123");
+        assert_eq!(c.apps[0].secrets.len(), 2);
+        assert!(c.find_app(Provider::Zego, Some("123")).is_some());
+        assert!(c.find_app(Provider::Zego, None).is_some());
+        assert!(c.find_app(Provider::Netease, None).is_none());
+        assert!(!format!("{c:?}").contains("new"));
+    }
+
+    #[test]
+    fn sinks_get_default_names_and_duplicates_are_refused() {
+        let c = load_str(
+            "[[sinks]]\nkind = \"log\"\n[[sinks]]\nkind = \"file\"\npath = \"x.jsonl\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.sinks[0].name(), "log-0");
+        assert_eq!(c.sinks[1].name(), "file-1");
+        let err = load_str(
+            "[[sinks]]\nkind = \"log\"\nname = \"a\"\n[[sinks]]\nkind = \"log\"\nname = \"a\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("sinks[1].name"), "{err:#}");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = load_str("[spool]\nretention_hours = \"soon\"\n", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("spool.retention_hours"), "{err:#}");
+        let err = load_str("[[sinks]]\nkind = \"carrier-pigeon\"\n", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("sinks[0]"), "{err:#}");
+    }
+}

@@ -1,0 +1,153 @@
+//! The envelope: what every sink receives for one event.
+//!
+//! Its top-level fields are a contract (`id`, `received_at`, `provider`,
+//! `family`, `kind`, `app_id`, `event_time_ms`, `dedup_key`, `event`, `raw`).
+//! The envelope is serialized once, at ingest, and stored as text: sinks and
+//! replays send exactly the bytes that were committed.
+
+use crate::providers::{Family, Provider};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Serialize)]
+pub struct Envelope<'a> {
+    /// UUIDv7: unique and time-ordered.
+    pub id: &'a str,
+    /// RFC 3339, UTC.
+    pub received_at: &'a str,
+    pub provider: Provider,
+    pub family: Family,
+    pub kind: &'a str,
+    pub app_id: &'a str,
+    pub event_time_ms: Option<i64>,
+    pub dedup_key: &'a str,
+    /// The typed event, normalized.
+    pub event: &'a Value,
+    /// The decoded payload as received.
+    pub raw: &'a Value,
+}
+
+/// A new time-ordered event id.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Hex of the first 128 bits of a SHA-256: collision-safe for dedup, half the index size.
+fn short_hex(digest: &[u8]) -> String {
+    hex::encode(&digest[..16])
+}
+
+/// The dedup key: provider, app and the payload without its signing fields.
+///
+/// Object keys are hashed in sorted order, so a sender that reorders fields
+/// between retries still produces the same key; `ignore` names top-level keys
+/// (the ZEGO signing fields) that change when a retry is re-signed.
+pub fn dedup_key(provider: Provider, app_id: &str, payload: &Value, ignore: &[&str]) -> String {
+    let mut h = Sha256::new();
+    h.update(provider.as_str().as_bytes());
+    h.update([0]);
+    h.update(app_id.as_bytes());
+    h.update([0]);
+    match payload {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().filter(|k| !ignore.contains(&k.as_str())).collect();
+            keys.sort_unstable();
+            h.update(b"{");
+            for k in keys {
+                hash_str(&mut h, k);
+                hash_value(&mut h, &map[k]);
+            }
+            h.update(b"}");
+        }
+        other => hash_value(&mut h, other),
+    }
+    short_hex(&h.finalize())
+}
+
+/// The key under which a ZEGO signature is remembered (to refuse its reuse with another body).
+pub fn signature_key(app_id: &str, timestamp: &str, nonce: &str, signature: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [app_id, timestamp, nonce, &signature.to_ascii_lowercase()] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    short_hex(&h.finalize())
+}
+
+fn hash_str(h: &mut Sha256, s: &str) {
+    h.update((s.len() as u64).to_le_bytes());
+    h.update(s.as_bytes());
+}
+
+fn hash_value(h: &mut Sha256, v: &Value) {
+    match v {
+        Value::Null => h.update(b"n"),
+        Value::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
+        Value::Number(n) => {
+            h.update(b"#");
+            hash_str(h, &n.to_string());
+        }
+        Value::String(s) => {
+            h.update(b"s");
+            hash_str(h, s);
+        }
+        Value::Array(items) => {
+            h.update(b"[");
+            h.update((items.len() as u64).to_le_bytes());
+            for item in items {
+                hash_value(h, item);
+            }
+        }
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            h.update(b"{");
+            h.update((keys.len() as u64).to_le_bytes());
+            for k in keys {
+                hash_str(h, k);
+                hash_value(h, &map[k]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SIGNING: [&str; 3] = ["timestamp", "nonce", "signature"];
+
+    #[test]
+    fn dedup_key_ignores_signing_fields_and_key_order() {
+        let a = json!({"event":"stream_create","stream_id":"s1","timestamp":"1","nonce":"2","signature":"x"});
+        let b = json!({"signature":"y","nonce":"3","stream_id":"s1","timestamp":"9","event":"stream_create"});
+        assert_eq!(
+            dedup_key(Provider::Zego, "1", &a, &SIGNING),
+            dedup_key(Provider::Zego, "1", &b, &SIGNING)
+        );
+        assert_eq!(dedup_key(Provider::Zego, "1", &a, &SIGNING).len(), 32);
+    }
+
+    #[test]
+    fn dedup_key_changes_with_payload_app_and_provider() {
+        let a = json!({"stream_id":"s1"});
+        let b = json!({"stream_id":"s2"});
+        let k = dedup_key(Provider::Zego, "1", &a, &SIGNING);
+        assert_ne!(k, dedup_key(Provider::Zego, "1", &b, &SIGNING));
+        assert_ne!(k, dedup_key(Provider::Zego, "2", &a, &SIGNING));
+        assert_ne!(k, dedup_key(Provider::Netease, "1", &a, &SIGNING));
+        // A string "1" and a number 1 are different payloads.
+        assert_ne!(
+            dedup_key(Provider::Zego, "1", &json!({"a":"1"}), &[]),
+            dedup_key(Provider::Zego, "1", &json!({"a":1}), &[])
+        );
+    }
+
+    #[test]
+    fn signature_key_is_case_insensitive_in_the_signature() {
+        assert_eq!(signature_key("1", "2", "3", "ABC"), signature_key("1", "2", "3", "abc"));
+        assert_ne!(signature_key("1", "2", "3", "abc"), signature_key("1", "2", "4", "abc"));
+    }
+}

@@ -1,0 +1,9 @@
+//! One integration binary: the real server over real HTTP.
+mod helpers;
+
+mod durability;
+mod http_surface;
+mod netease_cloud_play;
+mod zego_cloud_player;
+mod zego_compose;
+mod zego_stream;
