@@ -146,6 +146,7 @@ pub struct App {
 pub enum SinkConfig {
     Log(LogSinkConfig),
     File(FileSinkConfig),
+    Http(HttpSinkConfig),
 }
 
 impl SinkConfig {
@@ -153,18 +154,21 @@ impl SinkConfig {
         match self {
             SinkConfig::Log(_) => "log",
             SinkConfig::File(_) => "file",
+            SinkConfig::Http(_) => "http",
         }
     }
     pub fn name(&self) -> &str {
         match self {
             SinkConfig::Log(c) => c.name.as_deref().unwrap_or_default(),
             SinkConfig::File(c) => c.name.as_deref().unwrap_or_default(),
+            SinkConfig::Http(c) => c.name.as_deref().unwrap_or_default(),
         }
     }
     fn name_mut(&mut self) -> &mut Option<String> {
         match self {
             SinkConfig::Log(c) => &mut c.name,
             SinkConfig::File(c) => &mut c.name,
+            SinkConfig::Http(c) => &mut c.name,
         }
     }
 }
@@ -184,6 +188,42 @@ pub struct FileSinkConfig {
     /// Defaults to `file-{index}`.
     pub name: Option<String>,
     pub path: PathBuf,
+}
+
+/// `kind = "http"`: POST each envelope, signed per Standard Webhooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSinkConfig {
+    /// Defaults to `http-{index}`.
+    pub name: Option<String>,
+    /// Where to POST (http or https).
+    pub url: String,
+    /// `whsec_<base64>`; signs every request. Or give `secret_env`.
+    pub secret: Option<SecretString>,
+    /// Name of an environment variable holding the `whsec_` secret.
+    pub secret_env: Option<String>,
+    /// Per-request timeout in milliseconds. Default 5000.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Attempts before an event moves to dead letters. Default 12.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Extra headers sent with every request.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Requests in flight at once. Default 8.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+fn default_max_attempts() -> u32 {
+    12
+}
+fn default_concurrency() -> usize {
+    8
 }
 
 impl Config {
@@ -254,10 +294,12 @@ impl RawConfig {
             if !names.insert(name.clone()) {
                 bail!("invalid config at `sinks[{i}].name`: sink name `{name}` is used twice");
             }
-            if let SinkConfig::File(f) = sink {
-                if f.path.as_os_str().is_empty() {
+            match sink {
+                SinkConfig::File(f) if f.path.as_os_str().is_empty() => {
                     bail!("invalid config at `sinks[{i}].path`: must not be empty");
                 }
+                SinkConfig::Http(h) => h.validate(i)?,
+                _ => {}
             }
         }
         Ok(Config {
@@ -267,6 +309,46 @@ impl RawConfig {
             apps,
             sinks,
         })
+    }
+}
+
+impl HttpSinkConfig {
+    fn validate(&mut self, i: usize) -> anyhow::Result<()> {
+        match reqwest::Url::parse(&self.url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            Ok(_) => bail!("invalid config at `sinks[{i}].url`: must be an http or https URL"),
+            Err(e) => bail!("invalid config at `sinks[{i}].url`: {e}"),
+        }
+        if self.secret.is_some() && self.secret_env.is_some() {
+            bail!("invalid config at `sinks[{i}]`: give `secret` or `secret_env`, not both");
+        }
+        if let Some(var) = self.secret_env.take() {
+            let value = std::env::var(&var).map_err(|_| {
+                anyhow!("invalid config at `sinks[{i}].secret_env`: environment variable `{var}` is not set")
+            })?;
+            self.secret = Some(SecretString::new(value));
+        }
+        if let Some(secret) = &self.secret {
+            crate::sinks::http::signing_key(secret)
+                .map_err(|e| anyhow!("invalid config at `sinks[{i}].secret`: {e}"))?;
+        }
+        if self.timeout_ms == 0 {
+            bail!("invalid config at `sinks[{i}].timeout_ms`: must be at least 1");
+        }
+        if self.max_attempts == 0 {
+            bail!("invalid config at `sinks[{i}].max_attempts`: must be at least 1");
+        }
+        if self.concurrency == 0 {
+            bail!("invalid config at `sinks[{i}].concurrency`: must be at least 1");
+        }
+        for (k, v) in &self.headers {
+            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || reqwest::header::HeaderValue::from_str(v).is_err()
+            {
+                bail!("invalid config at `sinks[{i}].headers.{k}`: not a valid HTTP header");
+            }
+        }
+        Ok(())
     }
 }
 

@@ -7,19 +7,27 @@
 //! at-least-once).
 //!
 //! While a sink fails, the worker backs off the sink as a whole —
-//! exponential steps with full jitter, capped — and probes it with one event
-//! at a time instead of hammering it with the whole backlog; the first
-//! success resets the backoff and the backlog drains at full speed.
+//! exponential steps with full jitter, capped, persisted in the spool so a
+//! restart keeps the schedule — and probes it with one event at a time
+//! instead of hammering it with the whole backlog; the first answer resets
+//! the backoff and the backlog drains at full speed. An event the sink
+//! rejects, or that fails `max_attempts` times, moves to the sink's dead
+//! letters with its last status and error; nothing is dropped silently.
+//! Dead letters an operator replays are picked up within a second.
 
 use crate::sinks::{Outcome, RetryPolicy, Sink};
-use crate::spool::{Reader, Spool, SpoolError, StoredEvent};
+use crate::spool::{DeadLetter, FailedAttempt, Reader, Spool, SpoolError, StoredEvent, now_ms};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Events read from the spool per batch.
 const BATCH: usize = 256;
+/// How often an idle worker looks for dead letters an operator replayed.
+const REPLAY_POLL: Duration = Duration::from_secs(1);
 
 /// The running workers.
 pub struct Delivery {
@@ -35,10 +43,13 @@ impl Delivery {
         for sink in sinks {
             let reader = spool.reader()?;
             let worker = Worker {
+                policy: sink.retry_policy(),
+                name: sink.name().to_owned(),
                 sink,
                 spool: spool.clone(),
                 reader: Arc::new(Mutex::new(reader)),
                 cancel: cancel.clone(),
+                backoff: Backoff::default(),
             };
             tasks.spawn(worker.run());
         }
@@ -52,34 +63,92 @@ impl Delivery {
     }
 }
 
+/// The delay before the next try after `failures` consecutive failures:
+/// uniform in `[0, min(cap, base * 2^(failures-1))]` ("full jitter"), at
+/// least a millisecond so a failing sink is never spun on.
+pub fn backoff_delay(policy: RetryPolicy, failures: u32, rand01: f64) -> Duration {
+    let exp = failures.saturating_sub(1).min(30);
+    let step = policy.base.saturating_mul(1u32 << exp).min(policy.cap);
+    step.mul_f64(rand01.clamp(0.0, 1.0))
+        .max(Duration::from_millis(1))
+}
+
+/// A sink's backoff state: consecutive failures and when it may be tried again.
+#[derive(Debug, Clone, Default)]
+pub struct Backoff {
+    pub failures: u32,
+    pub next_attempt: Option<Instant>,
+}
+
+impl Backoff {
+    /// Records a failure; returns the delay chosen (at least `at_least`).
+    pub fn fail(&mut self, policy: RetryPolicy, rand01: f64, at_least: Option<Duration>) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let delay = backoff_delay(policy, self.failures, rand01).max(at_least.unwrap_or_default());
+        self.next_attempt = Some(Instant::now() + delay);
+        delay
+    }
+
+    pub fn succeed(&mut self) {
+        self.failures = 0;
+        self.next_attempt = None;
+    }
+
+    pub fn is_failing(&self) -> bool {
+        self.failures > 0
+    }
+
+    /// Time left before the next try (zero when due).
+    pub fn remaining(&self) -> Duration {
+        self.next_attempt
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
+    }
+}
+
+/// What finally became of an event at a sink.
+#[derive(Debug, Clone)]
+enum Final {
+    Delivered,
+    Dead {
+        attempts: u32,
+        status: Option<u16>,
+        error: String,
+    },
+}
+
 struct Worker {
+    name: String,
+    policy: RetryPolicy,
     sink: Sink,
     spool: Spool,
     reader: Arc<Mutex<Reader>>,
     cancel: CancellationToken,
-}
-
-/// The delay before the next try after `failures` consecutive failures:
-/// uniform in `[0, min(cap, base * 2^(failures-1))]` ("full jitter"), at
-/// least a millisecond so a failing sink is never spun on.
-pub fn backoff(policy: RetryPolicy, failures: u32, rand01: f64) -> Duration {
-    let exp = failures.saturating_sub(1).min(30);
-    let step = policy
-        .base
-        .saturating_mul(1u32 << exp)
-        .min(policy.cap);
-    step.mul_f64(rand01.clamp(0.0, 1.0)).max(Duration::from_millis(1))
+    backoff: Backoff,
 }
 
 impl Worker {
     async fn run(mut self) {
-        let name = self.sink.name().to_owned();
+        let name = self.name.clone();
         let mut committed = self.spool.committed();
         let lookup = name.clone();
-        let mut cursor = match self.read(move |r| r.cursor(&lookup)).await {
-            Ok(c) => c.unwrap_or(0),
+        let start = self
+            .read(move |r| Ok((r.cursor(&lookup)?, r.sink_state(&lookup)?, r.attempts(&lookup)?)))
+            .await;
+        let (mut cursor, mut attempts) = match start {
+            Ok((cursor, (failures, next_at_ms), attempts)) => {
+                if failures > 0 {
+                    // Keep the persisted schedule across the restart.
+                    let wait = Duration::from_millis((next_at_ms - now_ms()).max(0) as u64);
+                    self.backoff = Backoff {
+                        failures,
+                        next_attempt: Some(Instant::now() + wait),
+                    };
+                }
+                (cursor.unwrap_or(0), attempts)
+            }
             Err(e) => {
-                tracing::error!(sink = %name, error = %e, "cannot read the sink's cursor; the worker stops");
+                tracing::error!(sink = %name, error = %e, "cannot read the sink's state; the worker stops");
                 return;
             }
         };
@@ -89,6 +158,18 @@ impl Worker {
                 break;
             }
             committed.borrow_and_update();
+            let lookup = name.clone();
+            let replays = self.read(move |r| r.replays(&lookup, BATCH)).await;
+            match replays {
+                Ok(replays) if !replays.is_empty() => {
+                    if !self.deliver_replays(replays).await {
+                        break;
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(sink = %name, error = %e, "cannot read replays"),
+            }
             let batch = match self.read(move |r| r.events_after(cursor, BATCH)).await {
                 Ok(b) => b,
                 Err(e) => {
@@ -102,14 +183,49 @@ impl Worker {
             if batch.is_empty() {
                 tokio::select! {
                     _ = committed.changed() => continue,
+                    _ = tokio::time::sleep(REPLAY_POLL) => continue,
                     _ = self.cancel.cancelled() => break,
                 }
             }
             let last = batch.last().map_or(cursor, |e| e.seq);
-            if !self.deliver_all(batch).await {
+            let Some(finals) = self.deliver_all(batch.clone(), &mut attempts).await else {
                 break; // cancelled: this batch is offered again after restart
+            };
+            let dead: Vec<DeadLetter> = batch
+                .into_iter()
+                .zip(finals)
+                .filter_map(|(event, f)| match f {
+                    Final::Delivered => None,
+                    Final::Dead {
+                        attempts,
+                        status,
+                        error,
+                    } => Some(DeadLetter {
+                        event,
+                        attempts,
+                        last_status: status,
+                        last_error: error,
+                    }),
+                })
+                .collect();
+            if !dead.is_empty() {
+                for d in &dead {
+                    tracing::error!(
+                        sink = %name, event_id = %d.event.id, attempts = d.attempts,
+                        status = d.last_status, error = %d.last_error,
+                        "event moved to dead letters"
+                    );
+                }
+                // The cursor must not pass an event before its dead letter is stored.
+                while let Err(e) = self.spool.dead_letter(&name, dead.clone()).await {
+                    tracing::error!(sink = %name, error = %e, "cannot store dead letters; retrying");
+                    if self.pause(Duration::from_secs(1)).await {
+                        return;
+                    }
+                }
             }
             cursor = last;
+            attempts.clear();
             if let Err(e) = self.spool.advance(&name, cursor).await {
                 // The events were delivered; failing to record it only means a re-delivery.
                 tracing::warn!(sink = %name, cursor, error = %e, "cannot record delivery progress");
@@ -118,57 +234,148 @@ impl Worker {
         tracing::debug!(sink = %name, cursor, "delivery worker stopped");
     }
 
-    /// Delivers every event of `batch`, retrying with backoff until each is
-    /// delivered. Returns false if cancelled first.
-    async fn deliver_all(&mut self, batch: Vec<StoredEvent>) -> bool {
-        let policy = self.sink.retry_policy();
-        let mut pending: Vec<StoredEvent> = batch;
-        let mut failures: u32 = 0;
+    /// Delivers replayed dead letters; returns false if cancelled.
+    async fn deliver_replays(&mut self, replays: Vec<StoredEvent>) -> bool {
+        let mut attempts = HashMap::new();
+        let Some(finals) = self.deliver_all(replays.clone(), &mut attempts).await else {
+            return false;
+        };
+        let mut delivered = Vec::new();
+        let mut dead = Vec::new();
+        for (event, f) in replays.into_iter().zip(finals) {
+            match f {
+                Final::Delivered => delivered.push(event.id),
+                Final::Dead {
+                    attempts,
+                    status,
+                    error,
+                } => dead.push(DeadLetter {
+                    event,
+                    attempts,
+                    last_status: status,
+                    last_error: error,
+                }),
+            }
+        }
+        tracing::info!(sink = %self.name, delivered = delivered.len(), dead = dead.len(), "replayed dead letters");
+        if let Err(e) = self.spool.replayed(&self.name, delivered).await {
+            tracing::warn!(sink = %self.name, error = %e, "cannot record replayed dead letters");
+        }
+        if !dead.is_empty() {
+            if let Err(e) = self.spool.dead_letter(&self.name, dead).await {
+                tracing::warn!(sink = %self.name, error = %e, "cannot update dead letters");
+            }
+        }
+        true
+    }
+
+    /// Delivers every event of `batch` until each is delivered or dead.
+    /// Returns the final state per event, in order; None if cancelled first.
+    async fn deliver_all(
+        &mut self,
+        batch: Vec<StoredEvent>,
+        attempts: &mut HashMap<String, u32>,
+    ) -> Option<Vec<Final>> {
+        let mut finals: HashMap<String, Final> = HashMap::with_capacity(batch.len());
+        let mut pending: Vec<StoredEvent> = batch.clone();
         loop {
+            if self.backoff.is_failing() {
+                let wait = self.backoff.remaining();
+                if !wait.is_zero() && self.pause(wait).await {
+                    return None;
+                }
+            }
             // While failing, probe with the first pending event only.
-            let offer: Arc<[StoredEvent]> = if failures == 0 {
-                pending.clone().into()
-            } else {
+            let offer: Arc<[StoredEvent]> = if self.backoff.is_failing() {
                 pending[..1].to_vec().into()
+            } else {
+                pending.clone().into()
             };
             let outcomes = self.sink.deliver(Arc::clone(&offer)).await;
+            let mut failed = Vec::new();
             let mut retry_after = None;
-            let mut failed_ids = std::collections::HashSet::new();
             let mut last_reason = String::new();
             for (event, outcome) in offer.iter().zip(outcomes) {
                 match outcome {
-                    Outcome::Delivered => {}
-                    Outcome::Retry { reason, after, .. } => {
-                        failed_ids.insert(event.seq);
-                        retry_after = retry_after.max(after);
-                        last_reason = reason;
+                    Outcome::Delivered => {
+                        finals.insert(event.id.clone(), Final::Delivered);
+                    }
+                    Outcome::Deferred => {}
+                    Outcome::Reject { reason, status } => {
+                        let n = attempts.get(&event.id).copied().unwrap_or(0) + 1;
+                        finals.insert(
+                            event.id.clone(),
+                            Final::Dead {
+                                attempts: n,
+                                status,
+                                error: reason,
+                            },
+                        );
+                    }
+                    Outcome::Retry {
+                        reason,
+                        status,
+                        after,
+                    } => {
+                        let n = attempts.entry(event.id.clone()).or_insert(0);
+                        *n += 1;
+                        if self.policy.max_attempts.is_some_and(|max| *n >= max) {
+                            finals.insert(
+                                event.id.clone(),
+                                Final::Dead {
+                                    attempts: *n,
+                                    status,
+                                    error: reason,
+                                },
+                            );
+                        } else {
+                            retry_after = retry_after.max(after);
+                            last_reason.clone_from(&reason);
+                            failed.push(FailedAttempt {
+                                event_id: event.id.clone(),
+                                attempts: *n,
+                                last_status: status,
+                                last_error: reason,
+                            });
+                        }
                     }
                 }
             }
-            let offered: std::collections::HashSet<i64> = offer.iter().map(|e| e.seq).collect();
-            pending.retain(|e| !offered.contains(&e.seq) || failed_ids.contains(&e.seq));
+            pending.retain(|e| !finals.contains_key(&e.id));
+            if failed.is_empty() {
+                if self.backoff.is_failing() {
+                    tracing::info!(sink = %self.name, "sink answers again; draining the backlog");
+                }
+                self.backoff.succeed();
+            } else {
+                let delay = self.backoff.fail(self.policy, fastrand::f64(), retry_after);
+                tracing::warn!(
+                    sink = %self.name,
+                    pending = pending.len(),
+                    failures = self.backoff.failures,
+                    retry_in_ms = delay.as_millis() as u64,
+                    reason = %last_reason,
+                    "delivery failed; backing off"
+                );
+                let next_at = now_ms() + delay.as_millis() as i64;
+                if let Err(e) = self
+                    .spool
+                    .record_failure(&self.name, self.backoff.failures, next_at, failed)
+                    .await
+                {
+                    tracing::warn!(sink = %self.name, error = %e, "cannot persist the retry schedule");
+                }
+            }
             if pending.is_empty() {
-                return true;
-            }
-            if failed_ids.is_empty() {
-                // The probe went through: drain the rest at full speed.
-                failures = 0;
-                continue;
-            }
-            failures += 1;
-            let delay = backoff(policy, failures, fastrand::f64()).max(retry_after.unwrap_or_default());
-            tracing::warn!(
-                sink = %self.sink.name(),
-                pending = pending.len(),
-                failures,
-                retry_in_ms = delay.as_millis() as u64,
-                reason = %last_reason,
-                "delivery failed; backing off"
-            );
-            if self.pause(delay).await {
-                return false;
+                break;
             }
         }
+        Some(
+            batch
+                .iter()
+                .map(|e| finals.remove(&e.id).unwrap_or(Final::Delivered))
+                .collect(),
+        )
     }
 
     /// Sleeps for `d`; true if cancelled meanwhile.
@@ -185,7 +392,9 @@ impl Worker {
     ) -> Result<T, SpoolError> {
         let reader = Arc::clone(&self.reader);
         tokio::task::spawn_blocking(move || {
-            let r = reader.lock().map_err(|_| SpoolError::Read("reader poisoned".into()))?;
+            let r = reader
+                .lock()
+                .map_err(|_| SpoolError::Read("reader poisoned".into()))?;
             f(&r)
         })
         .await
@@ -200,20 +409,52 @@ mod tests {
     const POLICY: RetryPolicy = RetryPolicy {
         base: Duration::from_secs(1),
         cap: Duration::from_secs(600),
+        max_attempts: Some(12),
     };
 
     #[test]
     fn backoff_doubles_from_the_base_and_is_capped() {
-        assert_eq!(backoff(POLICY, 1, 1.0), Duration::from_secs(1));
-        assert_eq!(backoff(POLICY, 2, 1.0), Duration::from_secs(2));
-        assert_eq!(backoff(POLICY, 4, 1.0), Duration::from_secs(8));
-        assert_eq!(backoff(POLICY, 11, 1.0), Duration::from_secs(600));
-        assert_eq!(backoff(POLICY, 500, 1.0), Duration::from_secs(600));
+        assert_eq!(backoff_delay(POLICY, 1, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff_delay(POLICY, 2, 1.0), Duration::from_secs(2));
+        assert_eq!(backoff_delay(POLICY, 4, 1.0), Duration::from_secs(8));
+        assert_eq!(backoff_delay(POLICY, 10, 1.0), Duration::from_secs(512));
+        assert_eq!(backoff_delay(POLICY, 11, 1.0), Duration::from_secs(600));
+        assert_eq!(backoff_delay(POLICY, 500, 1.0), Duration::from_secs(600));
     }
 
     #[test]
     fn backoff_is_full_jitter_but_never_zero() {
-        assert_eq!(backoff(POLICY, 3, 0.5), Duration::from_secs(2));
-        assert_eq!(backoff(POLICY, 3, 0.0), Duration::from_millis(1));
+        assert_eq!(backoff_delay(POLICY, 3, 0.5), Duration::from_secs(2));
+        assert_eq!(backoff_delay(POLICY, 3, 0.0), Duration::from_millis(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_sink_is_due_again_only_after_its_backoff_elapses() {
+        let mut b = Backoff::default();
+        assert!(!b.is_failing());
+        assert_eq!(b.remaining(), Duration::ZERO);
+        let d1 = b.fail(POLICY, 1.0, None);
+        assert_eq!(d1, Duration::from_secs(1));
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert_eq!(b.remaining(), Duration::from_millis(1));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(b.remaining(), Duration::ZERO);
+        let d2 = b.fail(POLICY, 1.0, None);
+        let d3 = b.fail(POLICY, 1.0, None);
+        assert_eq!((d2, d3), (Duration::from_secs(2), Duration::from_secs(4)));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(b.remaining(), Duration::from_secs(1));
+        // Retry-After wins when it asks for longer than the backoff.
+        let d4 = b.fail(POLICY, 0.1, Some(Duration::from_secs(30)));
+        assert_eq!(d4, Duration::from_secs(30));
+        // Twelve failures in a row add up to at most ~37 minutes of waiting.
+        let mut total = Duration::ZERO;
+        for n in 1..=12 {
+            total += backoff_delay(POLICY, n, 1.0);
+        }
+        assert_eq!(total, Duration::from_secs(1023 + 600 + 600));
+        b.succeed();
+        assert!(!b.is_failing());
+        assert_eq!(b.remaining(), Duration::ZERO);
     }
 }

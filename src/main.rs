@@ -1,17 +1,26 @@
 use clap::Parser;
 use hookrelay::cli::{Cli, Command};
-use hookrelay::config::Config;
 use hookrelay::server::Application;
+use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => {
-            let config = Config::load(config.as_deref(), std::env::vars())?;
-            hookrelay::telemetry::init(&config.log);
-            let app = Application::build(config).await?;
-            app.run_until_stopped(hookrelay::shutdown::signal()).await
-        }
+        Command::Serve(config) => match serve(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        other => hookrelay::cli::run_admin(other),
     }
+}
+
+#[tokio::main]
+async fn serve(config: hookrelay::cli::ConfigArg) -> anyhow::Result<()> {
+    let config = config.load()?;
+    hookrelay::telemetry::init(&config.log);
+    let app = Application::build(config).await?;
+    app.run_until_stopped(hookrelay::shutdown::signal()).await
 }

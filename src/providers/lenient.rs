@@ -48,6 +48,70 @@ pub fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D
     d.deserialize_any(StringsVisitor)
 }
 
+/// A field type [`field`] can read: `Option<i64>`, `Option<String>`, `Option<Vec<String>>`.
+pub trait Lenient: Sized {
+    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error>;
+}
+
+impl Lenient for Option<i64> {
+    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        int(d)
+    }
+}
+
+impl Lenient for Option<String> {
+    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        string(d)
+    }
+}
+
+impl Lenient for Option<Vec<String>> {
+    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        strings(d)
+    }
+}
+
+/// [`int`], [`string`] or [`strings`], chosen by the field's type, so every
+/// field of a [`lenient_struct!`] carries the same attribute.
+pub fn field<'de, D: Deserializer<'de>, T: Lenient>(d: D) -> Result<T, D::Error> {
+    T::read(d)
+}
+
+/// Declares a callback struct of optional, leniently read fields.
+///
+/// Every field must be `Option<i64>`, `Option<String>` or
+/// `Option<Vec<String>>`; the macro adds `#[serde(deserialize_with =
+/// "lenient::field", skip_serializing_if = "Option::is_none")]` to each and
+/// `#[serde(default)]` to the struct. So a missing field is `None`, a field of
+/// a surprising type is `None` instead of an error, an absent value is left
+/// out when serializing, and unknown fields are ignored: deserializing such a
+/// struct from a JSON object cannot fail.
+macro_rules! lenient_struct {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        // The derive comes first: `#[serde(...)]` container attributes in
+        // `$meta` are its helpers.
+        #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+        $(#[$meta])*
+        #[serde(default)]
+        pub struct $name {
+            $(
+                $(#[$fmeta])*
+                #[serde(
+                    deserialize_with = "crate::providers::lenient::field",
+                    skip_serializing_if = "Option::is_none"
+                )]
+                pub $field: $ty,
+            )*
+        }
+    };
+}
+pub(crate) use lenient_struct;
+
 /// [`int`] applied to a JSON value.
 pub fn int_value(v: &Value) -> Option<i64> {
     int(v).ok().flatten()
@@ -255,15 +319,13 @@ mod tests {
     use serde::Deserialize;
     use serde_json::json;
 
-    #[derive(Debug, Default, Deserialize)]
-    #[serde(default)]
-    struct Sample {
-        #[serde(deserialize_with = "int")]
-        n: Option<i64>,
-        #[serde(deserialize_with = "string")]
-        s: Option<String>,
-        #[serde(deserialize_with = "strings")]
-        urls: Option<Vec<String>>,
+    lenient_struct! {
+        /// A struct the way the families declare theirs.
+        pub struct Sample {
+            pub n: Option<i64>,
+            pub s: Option<String>,
+            pub urls: Option<Vec<String>>,
+        }
     }
 
     fn sample(v: Value) -> Sample {
@@ -318,16 +380,31 @@ mod tests {
     #[test]
     fn big_integer_ids_parsed_from_json_text_keep_their_digits() {
         let v: Value = serde_json::from_str(r#"{"id": 858012925204410400}"#).unwrap();
-        assert_eq!(string_value(&v["id"]).as_deref(), Some("858012925204410400"));
+        assert_eq!(
+            string_value(&v["id"]).as_deref(),
+            Some("858012925204410400")
+        );
     }
 
     #[test]
     fn url_lists_come_from_arrays_or_single_strings() {
-        assert_eq!(sample(json!({"urls": ["a", "b"]})).urls, Some(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            sample(json!({"urls": ["a", "b"]})).urls,
+            Some(vec!["a".into(), "b".into()])
+        );
         assert_eq!(sample(json!({"urls": "a"})).urls, Some(vec!["a".into()]));
         assert_eq!(sample(json!({"urls": ""})).urls, Some(vec![]));
-        assert_eq!(sample(json!({"urls": ["a", {"x": 1}, null, 2]})).urls, Some(vec!["a".into(), "2".into()]));
+        assert_eq!(
+            sample(json!({"urls": ["a", {"x": 1}, null, 2]})).urls,
+            Some(vec!["a".into(), "2".into()])
+        );
         assert_eq!(sample(json!({"urls": {"x": 1}})).urls, None);
+    }
+
+    #[test]
+    fn absent_fields_are_left_out_when_serializing() {
+        let v = serde_json::to_value(sample(json!({"n": "01", "s": null, "extra": 1}))).unwrap();
+        assert_eq!(v, json!({"n": 1}));
     }
 
     #[test]
@@ -344,11 +421,23 @@ mod tests {
     fn app_id_reads_every_zego_spelling_as_a_string() {
         assert_eq!(app_id(&json!({"appid": "1"})).as_deref(), Some("1"));
         assert_eq!(app_id(&json!({"appid": 1})).as_deref(), Some("1"));
-        assert_eq!(app_id(&json!({"AppID": 123456789})).as_deref(), Some("123456789"));
-        assert_eq!(app_id(&json!({"AppID": "123456789"})).as_deref(), Some("123456789"));
+        assert_eq!(
+            app_id(&json!({"AppID": 123456789})).as_deref(),
+            Some("123456789")
+        );
+        assert_eq!(
+            app_id(&json!({"AppID": "123456789"})).as_deref(),
+            Some("123456789")
+        );
         assert_eq!(app_id(&json!({"AppId": 1})).as_deref(), Some("1"));
-        assert_eq!(app_id(&json!({"Appid": "111111"})).as_deref(), Some("111111"));
-        assert_eq!(app_id(&json!({"appid": "", "AppID": 7})).as_deref(), Some("7"));
+        assert_eq!(
+            app_id(&json!({"Appid": "111111"})).as_deref(),
+            Some("111111")
+        );
+        assert_eq!(
+            app_id(&json!({"appid": "", "AppID": 7})).as_deref(),
+            Some("7")
+        );
         assert_eq!(app_id(&json!({"appid": {"x": 1}})), None);
         assert_eq!(app_id(&json!({})), None);
         assert_eq!(app_id(&json!("not an object")), None);

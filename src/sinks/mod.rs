@@ -3,6 +3,7 @@
 //! (in [`crate::delivery`]) owns retries, backoff and progress.
 
 pub mod file;
+pub mod http;
 pub mod log;
 
 use crate::config::SinkConfig;
@@ -21,6 +22,11 @@ pub enum Outcome {
         status: Option<u16>,
         after: Option<Duration>,
     },
+    /// A permanent failure: straight to dead letters.
+    Reject { reason: String, status: Option<u16> },
+    /// Not attempted (an earlier event of the same resource is pending):
+    /// offered again later without counting an attempt.
+    Deferred,
 }
 
 /// How a sink wants to be retried when it fails.
@@ -30,12 +36,16 @@ pub struct RetryPolicy {
     pub base: Duration,
     /// Largest backoff step.
     pub cap: Duration,
+    /// Attempts before an event goes to dead letters; `None` = retry forever
+    /// (local sinks, whose failures an operator fixes, lose nothing by waiting).
+    pub max_attempts: Option<u32>,
 }
 
 /// A configured sink, ready to deliver.
 pub enum Sink {
     Log(log::LogSink),
     File(file::FileSink),
+    Http(http::HttpSink),
 }
 
 impl Sink {
@@ -43,6 +53,7 @@ impl Sink {
         Ok(match config {
             SinkConfig::Log(c) => Sink::Log(log::LogSink::new(config.name(), c)),
             SinkConfig::File(c) => Sink::File(file::FileSink::new(config.name(), c)),
+            SinkConfig::Http(c) => Sink::Http(http::HttpSink::new(config.name(), c)?),
         })
     }
 
@@ -50,6 +61,7 @@ impl Sink {
         match self {
             Sink::Log(s) => s.name(),
             Sink::File(s) => s.name(),
+            Sink::Http(s) => s.name(),
         }
     }
 
@@ -57,6 +69,7 @@ impl Sink {
         match self {
             Sink::Log(_) => "log",
             Sink::File(_) => "file",
+            Sink::Http(_) => "http",
         }
     }
 
@@ -67,6 +80,14 @@ impl Sink {
             Sink::Log(_) | Sink::File(_) => RetryPolicy {
                 base: Duration::from_millis(100),
                 cap: Duration::from_secs(5),
+                max_attempts: None,
+            },
+            // 1 s doubling to 10 min: a few seconds' outage is probed again
+            // within seconds; a long one costs the downstream a request per 10 min.
+            Sink::Http(s) => RetryPolicy {
+                base: Duration::from_secs(1),
+                cap: Duration::from_secs(600),
+                max_attempts: Some(s.max_attempts()),
             },
         }
     }
@@ -76,6 +97,7 @@ impl Sink {
         match self {
             Sink::Log(s) => s.deliver(&events),
             Sink::File(s) => s.deliver(events).await,
+            Sink::Http(s) => s.deliver(events).await,
         }
     }
 }

@@ -27,6 +27,7 @@
 //! Nothing that was acknowledged. Requests in a batch that had not committed
 //! got no answer (or a 503), so the vendor retries them.
 
+pub mod admin;
 mod schema;
 
 use crate::verify::Verified;
@@ -103,14 +104,32 @@ pub struct SpoolOptions {
     pub max_size_bytes: u64,
 }
 
+/// A write run inside the writer's current transaction.
+type Exec = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()> + Send>;
+
 enum Command {
     Append(Box<NewEvent>, oneshot::Sender<Result<Appended, SpoolError>>),
-    Advance {
-        sink: String,
-        cursor: i64,
-        reply: oneshot::Sender<Result<(), SpoolError>>,
-    },
+    Exec(Exec, oneshot::Sender<Result<(), SpoolError>>),
+    Prune(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
+}
+
+/// An event a sink gave up on.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub event: StoredEvent,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: String,
+}
+
+/// One failed attempt to remember across restarts.
+#[derive(Debug, Clone)]
+pub struct FailedAttempt {
+    pub event_id: String,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: String,
 }
 
 /// Handle to the spool; cheap to clone.
@@ -133,7 +152,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn open_connection(path: &Path, create: bool) -> rusqlite::Result<Connection> {
+pub(crate) fn open_connection(path: &Path, create: bool) -> rusqlite::Result<Connection> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
@@ -227,18 +246,117 @@ impl Spool {
         rx.await.map_err(|_| SpoolError::Closed)?
     }
 
-    /// Records that `sink` is done with every event up to `cursor`.
-    pub async fn advance(&self, sink: &str, cursor: i64) -> Result<(), SpoolError> {
+    /// Runs `f` in the writer's next transaction (group-committed with appends).
+    async fn exec(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
+    ) -> Result<(), SpoolError> {
         let (reply, rx) = oneshot::channel();
         self.inner
             .tx
-            .send(Command::Advance {
-                sink: sink.to_owned(),
-                cursor,
-                reply,
-            })
+            .send(Command::Exec(Box::new(f), reply))
             .map_err(|_| SpoolError::Closed)?;
         rx.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Records that `sink` is done with every event up to `cursor`; its
+    /// backoff and the attempts of those events are cleared.
+    pub async fn advance(&self, sink: &str, cursor: i64) -> Result<(), SpoolError> {
+        let sink = sink.to_owned();
+        self.exec(move |tx| {
+            tx.prepare_cached(
+                "UPDATE sinks SET cursor = MAX(cursor, ?1), failures = 0, next_attempt_at_ms = 0
+                 WHERE name = ?2",
+            )?
+            .execute(params![cursor, sink])?;
+            tx.prepare_cached("DELETE FROM attempts WHERE sink = ?1")?
+                .execute([&sink])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Persists the sink's backoff and the attempts of the events that failed.
+    pub async fn record_failure(
+        &self,
+        sink: &str,
+        failures: u32,
+        next_attempt_at_ms: i64,
+        failed: Vec<FailedAttempt>,
+    ) -> Result<(), SpoolError> {
+        let sink = sink.to_owned();
+        self.exec(move |tx| {
+            tx.prepare_cached(
+                "UPDATE sinks SET failures = ?1, next_attempt_at_ms = ?2 WHERE name = ?3",
+            )?
+            .execute(params![failures, next_attempt_at_ms, sink])?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO attempts (sink, event_id, attempts, last_status, last_error)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (sink, event_id) DO UPDATE SET attempts = excluded.attempts,
+                   last_status = excluded.last_status, last_error = excluded.last_error",
+            )?;
+            for f in failed {
+                stmt.execute(params![sink, f.event_id, f.attempts, f.last_status, f.last_error])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Moves events to the sink's dead letters (replacing an earlier entry for the same event).
+    pub async fn dead_letter(&self, sink: &str, letters: Vec<DeadLetter>) -> Result<(), SpoolError> {
+        let sink = sink.to_owned();
+        let now = now_ms();
+        self.exec(move |tx| {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO dead_letters
+                   (sink, event_id, resource, envelope, attempts, last_status, last_error, dead_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (sink, event_id) DO UPDATE SET
+                   attempts = dead_letters.attempts + excluded.attempts,
+                   last_status = excluded.last_status, last_error = excluded.last_error,
+                   dead_at_ms = excluded.dead_at_ms, replay_requested_at_ms = NULL",
+            )?;
+            for d in letters {
+                stmt.execute(params![
+                    sink,
+                    d.event.id,
+                    d.event.resource,
+                    d.event.envelope,
+                    d.attempts,
+                    d.last_status,
+                    d.last_error,
+                    now
+                ])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes dead letters that a replay delivered.
+    pub async fn replayed(&self, sink: &str, event_ids: Vec<String>) -> Result<(), SpoolError> {
+        let sink = sink.to_owned();
+        self.exec(move |tx| {
+            let mut stmt =
+                tx.prepare_cached("DELETE FROM dead_letters WHERE sink = ?1 AND event_id = ?2")?;
+            for id in event_ids {
+                stmt.execute(params![sink, id])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Prunes now instead of at the next periodic prune (tests, benchmarks).
+    pub async fn prune_now(&self) -> Result<(), SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Command::Prune(reply))
+            .map_err(|_| SpoolError::Closed)?;
+        rx.await.map_err(|_| SpoolError::Closed)
     }
 
     /// The highest committed seq; changes after every commit that stored events.
@@ -322,33 +440,38 @@ impl Writer {
     fn process(&mut self, batch: &mut Vec<Command>) -> Option<oneshot::Sender<()>> {
         let now = now_ms();
         let window_start = now - self.options.dedup_window.as_millis() as i64;
+        let mut execs: Vec<Option<Exec>> = batch
+            .iter_mut()
+            .map(|cmd| match cmd {
+                Command::Exec(f, _) => Some(std::mem::replace(f, Box::new(|_| Ok(())))),
+                _ => None,
+            })
+            .collect();
         let result = (|| -> rusqlite::Result<(Vec<Option<Appended>>, i64)> {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut outcomes = Vec::with_capacity(batch.len());
             let mut max_seq = 0;
-            for cmd in batch.iter() {
+            for (cmd, exec) in batch.iter().zip(execs.iter_mut()) {
+                if let Some(f) = exec.take() {
+                    f(&tx)?;
+                }
                 match cmd {
                     Command::Append(ev, _) => {
                         let (outcome, seq) = append_one(&tx, ev, now, window_start)?;
                         max_seq = max_seq.max(seq);
                         outcomes.push(Some(outcome));
                     }
-                    Command::Advance { sink, cursor, .. } => {
-                        tx.prepare_cached(
-                            "UPDATE sinks SET cursor = MAX(cursor, ?1) WHERE name = ?2",
-                        )?
-                        .execute(params![cursor, sink])?;
-                        outcomes.push(None);
-                    }
-                    Command::Shutdown(_) => outcomes.push(None),
+                    Command::Exec(..) => outcomes.push(None),
+                    Command::Shutdown(_) | Command::Prune(_) => outcomes.push(None),
                 }
             }
             tx.commit()?;
             Ok((outcomes, max_seq))
         })();
         let mut shutdown = None;
+        let mut prune = Vec::new();
         match result {
             Ok((outcomes, max_seq)) => {
                 if max_seq > 0 {
@@ -363,10 +486,11 @@ impl Writer {
                         (Command::Append(_, reply), Some(o)) => {
                             let _ = reply.send(Ok(o));
                         }
-                        (Command::Advance { reply, .. }, _) => {
+                        (Command::Exec(_, reply), _) => {
                             let _ = reply.send(Ok(()));
                         }
                         (Command::Shutdown(reply), _) => shutdown = Some(reply),
+                        (Command::Prune(reply), _) => prune.push(reply),
                         (Command::Append(_, reply), None) => {
                             let _ = reply.send(Err(SpoolError::Write("no outcome".into())));
                         }
@@ -381,12 +505,19 @@ impl Writer {
                         Command::Append(_, reply) => {
                             let _ = reply.send(Err(err.clone()));
                         }
-                        Command::Advance { reply, .. } => {
+                        Command::Exec(_, reply) => {
                             let _ = reply.send(Err(err.clone()));
                         }
                         Command::Shutdown(reply) => shutdown = Some(reply),
+                        Command::Prune(reply) => prune.push(reply),
                     }
                 }
+            }
+        }
+        if !prune.is_empty() {
+            self.prune();
+            for reply in prune {
+                let _ = reply.send(());
             }
         }
         shutdown
@@ -572,6 +703,60 @@ impl Reader {
                 },
             )
             .optional()
+            .map_err(read_err)
+    }
+
+    /// The sink's persisted backoff: (consecutive failures, next attempt at, Unix ms).
+    pub fn sink_state(&self, sink: &str) -> Result<(u32, i64), SpoolError> {
+        self.conn
+            .query_row(
+                "SELECT failures, next_attempt_at_ms FROM sinks WHERE name = ?1",
+                [sink],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map(|o| o.unwrap_or((0, 0)))
+            .map_err(read_err)
+    }
+
+    /// Persisted attempts of events past the sink's cursor, by event id.
+    pub fn attempts(&self, sink: &str) -> Result<std::collections::HashMap<String, u32>, SpoolError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT event_id, attempts FROM attempts WHERE sink = ?1")
+            .map_err(read_err)?;
+        let rows = stmt
+            .query_map([sink], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(read_err)?;
+        rows.collect::<Result<_, _>>().map_err(read_err)
+    }
+
+    /// Dead letters of `sink` that an operator asked to replay, oldest first.
+    pub fn replays(&self, sink: &str, limit: usize) -> Result<Vec<StoredEvent>, SpoolError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, event_id, resource, envelope FROM dead_letters
+                 WHERE sink = ?1 AND replay_requested_at_ms IS NOT NULL ORDER BY id LIMIT ?2",
+            )
+            .map_err(read_err)?;
+        let rows = stmt
+            .query_map(params![sink, limit as i64], |r| {
+                Ok(StoredEvent {
+                    seq: r.get(0)?,
+                    id: r.get(1)?,
+                    resource: r.get(2)?,
+                    envelope: r.get(3)?,
+                })
+            })
+            .map_err(read_err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(read_err)
+    }
+
+    /// Dead letters held for `sink`.
+    pub fn dead_letter_count(&self, sink: &str) -> Result<i64, SpoolError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM dead_letters WHERE sink = ?1", [sink], |r| r.get(0))
             .map_err(read_err)
     }
 

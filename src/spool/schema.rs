@@ -42,8 +42,40 @@ CREATE TABLE sinks (
     kind   TEXT    NOT NULL,
     cursor INTEGER NOT NULL,
     -- 1 while the sink is in the running config; inactive sinks do not hold back pruning.
-    active INTEGER NOT NULL DEFAULT 1
+    active INTEGER NOT NULL DEFAULT 1,
+    -- The sink-level backoff, persisted so a restart keeps the schedule.
+    failures           INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ms INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+
+-- Attempts so far of events past a sink's cursor that failed (cleared as the cursor moves).
+CREATE TABLE attempts (
+    sink        TEXT    NOT NULL,
+    event_id    TEXT    NOT NULL,
+    attempts    INTEGER NOT NULL,
+    last_status INTEGER,
+    last_error  TEXT    NOT NULL,
+    PRIMARY KEY (sink, event_id)
+) WITHOUT ROWID;
+
+-- Events a sink rejected or gave up on, kept until an operator replays them.
+-- The envelope is copied so pruning the event never loses a dead letter.
+CREATE TABLE dead_letters (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink        TEXT    NOT NULL,
+    event_id    TEXT    NOT NULL,
+    resource    TEXT,
+    envelope    TEXT    NOT NULL,
+    attempts    INTEGER NOT NULL,
+    last_status INTEGER,
+    last_error  TEXT    NOT NULL,
+    dead_at_ms  INTEGER NOT NULL,
+    -- Set by `dead-letters replay`: the sink's worker delivers it again.
+    replay_requested_at_ms INTEGER,
+    UNIQUE (sink, event_id)
+);
+CREATE INDEX dead_letters_replay ON dead_letters (sink, id)
+    WHERE replay_requested_at_ms IS NOT NULL;
 ";
 
 /// Creates or upgrades the schema; refuses files from a newer build.

@@ -196,10 +196,6 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
-pub fn unique() -> String {
-    format!("{:016x}", fastrand::u64(..))
-}
-
 /// Adds lowercase timestamp/nonce/signature (stream, compose) signed with `secret` at `ts`.
 pub fn sign_lower(mut payload: Value, secret: &str, ts: u64) -> Value {
     let nonce = fastrand::u64(..).to_string();

@@ -1,7 +1,9 @@
 //! One integration binary: the real server over real HTTP.
 mod helpers;
+mod receiver;
 
 mod durability;
+mod http_sink;
 mod http_surface;
 mod netease_cloud_play;
 mod zego_cloud_player;

@@ -1,8 +1,6 @@
 use crate::helpers::*;
 use serde_json::{Value, json};
 
-const ROUTE: &str = "/callbacks/netease/cloud-play";
-
 fn cloud_play(event_type: u32, task: &str) -> String {
     json!({
         "data": {

@@ -1,0 +1,188 @@
+//! Operator access to a spool, for the CLI: list and replay dead letters,
+//! show an event. Safe while the server runs: SQLite WAL lets this process
+//! read, and its few writes wait for the server's writer between commits.
+
+use super::{FILE_NAME, SpoolError, now_ms, open_connection};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use std::path::Path;
+
+/// A spool opened by the CLI.
+pub struct Admin {
+    conn: Connection,
+}
+
+/// One dead letter, as `dead-letters list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterRow {
+    pub sink: String,
+    pub event_id: String,
+    pub kind: String,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: String,
+    /// RFC 3339 UTC.
+    pub dead_at: String,
+    /// True once `replay` was asked and the sink has not finished it.
+    pub replay_pending: bool,
+}
+
+impl Admin {
+    /// Opens the spool in `dir`; it must exist (the CLI never creates one).
+    pub fn open(dir: &Path) -> Result<Admin, SpoolError> {
+        let path = dir.join(FILE_NAME);
+        if !path.is_file() {
+            return Err(SpoolError::Open {
+                path,
+                reason: "no spool here (check spool.dir in the config)".into(),
+            });
+        }
+        let conn = open_connection(&path, false).map_err(|e| SpoolError::Open {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Admin { conn })
+    }
+
+    pub fn dead_letters(&self, sink: Option<&str>) -> Result<Vec<DeadLetterRow>, SpoolError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT sink, event_id, envelope, attempts, last_status, last_error, dead_at_ms,
+                        replay_requested_at_ms IS NOT NULL
+                 FROM dead_letters WHERE ?1 IS NULL OR sink = ?1 ORDER BY id",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([sink], |r| {
+                let envelope: String = r.get(2)?;
+                Ok(DeadLetterRow {
+                    sink: r.get(0)?,
+                    event_id: r.get(1)?,
+                    kind: kind_of(&envelope),
+                    attempts: r.get(3)?,
+                    last_status: r.get(4)?,
+                    last_error: r.get(5)?,
+                    dead_at: crate::ingest::rfc3339(r.get(6)?),
+                    replay_pending: r.get(7)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    /// Event ids of the dead letters a replay would take.
+    pub fn replay_candidates(
+        &self,
+        sink: Option<&str>,
+        event_id: Option<&str>,
+    ) -> Result<Vec<(String, String)>, SpoolError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT sink, event_id FROM dead_letters
+                 WHERE (?1 IS NULL OR sink = ?1) AND (?2 IS NULL OR event_id = ?2)
+                   AND replay_requested_at_ms IS NULL
+                 ORDER BY id",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![sink, event_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    /// Marks these dead letters for redelivery; the running server's
+    /// workers pick them up within a second.
+    pub fn request_replay(&mut self, letters: &[(String, String)]) -> Result<usize, SpoolError> {
+        let now = now_ms();
+        let tx = self.conn.transaction().map_err(err)?;
+        let mut n = 0;
+        {
+            let mut stmt = tx
+                .prepare(
+                    "UPDATE dead_letters SET replay_requested_at_ms = ?1
+                     WHERE sink = ?2 AND event_id = ?3 AND replay_requested_at_ms IS NULL",
+                )
+                .map_err(err)?;
+            for (sink, id) in letters {
+                n += stmt.execute(params![now, sink, id]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(n)
+    }
+
+    /// An event's envelope by id, from the events or, once pruned, from dead letters.
+    pub fn event(&self, id: &str) -> Result<Option<String>, SpoolError> {
+        let found: Option<String> = self
+            .conn
+            .query_row("SELECT envelope FROM events WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        if found.is_some() {
+            return Ok(found);
+        }
+        self.conn
+            .query_row(
+                "SELECT envelope FROM dead_letters WHERE event_id = ?1 LIMIT 1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)
+    }
+
+    /// Where each configured sink stands with this event: delivered, pending or dead.
+    pub fn event_status(&self, id: &str) -> Result<Vec<(String, String)>, SpoolError> {
+        let seq: Option<i64> = self
+            .conn
+            .query_row("SELECT seq FROM events WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, cursor FROM sinks WHERE active = 1 ORDER BY name")
+            .map_err(err)?;
+        let sinks = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for (name, cursor) in sinks {
+            let dead: bool = self
+                .conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE sink = ?1 AND event_id = ?2)",
+                    params![name, id],
+                    |r| r.get(0),
+                )
+                .map_err(err)?;
+            let state = if dead {
+                "dead-letter"
+            } else {
+                match seq {
+                    Some(s) if s > cursor => "pending",
+                    _ => "delivered",
+                }
+            };
+            out.push((name, state.to_owned()));
+        }
+        Ok(out)
+    }
+}
+
+fn kind_of(envelope: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct KindOnly {
+        kind: String,
+    }
+    serde_json::from_str::<KindOnly>(envelope)
+        .map(|k| k.kind)
+        .unwrap_or_default()
+}
+
+fn err(e: rusqlite::Error) -> SpoolError {
+    SpoolError::Read(e.to_string())
+}
