@@ -162,3 +162,97 @@ async fn a_spool_that_cannot_store_answers_503_so_the_vendor_retries() {
     assert!(saw_503, "a full spool must refuse with 503");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn sigkill_under_concurrent_load_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let config = dir.path().join("hookrelay.toml");
+    std::fs::write(&config, base_config(dir.path(), "[log]\nformat = \"json\"\n")).unwrap();
+    let bin = Binary::start(&config);
+    let url = bin.url(ROUTE);
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let errors = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut tasks = Vec::new();
+    for worker in 0..16 {
+        let (url, acked, errors, stop) = (url.clone(), acked.clone(), errors.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut i = 0;
+            while !stop.is_cancelled() {
+                i += 1;
+                let sent = client.post(&url).json(&stream_create(&format!("load-{worker}-{i}"))).send().await;
+                match sent {
+                    Ok(resp) if resp.status() == 200 => match resp.json::<Value>().await {
+                        Ok(ack) => acked.lock().unwrap().push(ack["id"].as_str().unwrap().to_owned()),
+                        Err(_) => {
+                            errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    },
+                    Ok(resp) => panic!("unexpected status {}", resp.status()),
+                    Err(_) => {
+                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    bin.kill9(); // mid-load: requests are in flight
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 50, "the load did not get going ({} acks)", acked.len());
+
+    let _bin = Binary::start(&config);
+    // Wait until every acknowledged id is in the file (or give up after 20 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let lines = loop {
+        let lines = read_lines(&events);
+        let ids: std::collections::HashSet<&str> = lines.iter().filter_map(|l| l["id"].as_str()).collect();
+        if acked.iter().all(|id| ids.contains(id.as_str())) || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for l in &lines {
+        *seen.entry(l["id"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    let lost = acked.iter().filter(|id| !seen.contains_key(*id)).count();
+    let duplicated = seen.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "kill test: acknowledged {}, lost {lost}, duplicated {duplicated}, lines {}, connection errors {}",
+        acked.len(),
+        lines.len(),
+        errors.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert_eq!(lost, 0, "acknowledged events lost");
+}
+
+#[tokio::test]
+async fn a_corrupt_spool_stops_start_up_with_a_clear_message_and_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookrelay.toml");
+    std::fs::write(&config, base_config(dir.path(), "")).unwrap();
+    let spool_dir = dir.path().join("spool");
+    std::fs::create_dir_all(&spool_dir).unwrap();
+    let garbage = b"this is not a SQLite database, it is an operator's mistake".repeat(100);
+    let file = spool_dir.join("spool.sqlite3");
+    std::fs::write(&file, &garbage).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("spool.sqlite3"), "{stderr}");
+    assert!(stderr.contains("not a database"), "{stderr}");
+    assert_eq!(std::fs::read(&file).unwrap(), garbage, "never replaced");
+}
