@@ -84,9 +84,9 @@ impl<T> Verified<T> {
 }
 
 /// Values at or above this are milliseconds: as seconds they would lie past
-/// the year 5000, as milliseconds they are after 1973. ZEGO mostly sends
-/// seconds, NetEase sends milliseconds (and its AI families mix them), so the
-/// unit is read off the value instead of being configured per family.
+/// the year 5000, as milliseconds they are after 1973. ZEGO sends seconds
+/// (its AI and ASR families milliseconds), NetEase milliseconds (seconds are
+/// seen too), so the unit is read off the value rather than configured.
 const MS_THRESHOLD: i64 = 100_000_000_000;
 
 /// Freshness check shared by both vendors. `now_ms` is Unix ms.
