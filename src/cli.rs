@@ -117,10 +117,21 @@ fn admin(command: Command) -> anyhow::Result<ExitCode> {
                 );
                 for r in &rows {
                     let status = r.last_status.map_or("-".to_owned(), |s| s.to_string());
-                    let pending = if r.replay_pending { " (replay pending)" } else { "" };
+                    let pending = if r.replay_pending {
+                        " (replay pending)"
+                    } else {
+                        ""
+                    };
                     println!(
                         "{:<36}  {:<12}  {:<22}  {:>8}  {:>6}  {:<24}  {}{}",
-                        r.event_id, r.sink, r.kind, r.attempts, status, r.dead_at, r.last_error, pending
+                        r.event_id,
+                        r.sink,
+                        r.kind,
+                        r.attempts,
+                        status,
+                        r.dead_at,
+                        r.last_error,
+                        pending
                     );
                 }
                 eprintln!("{} dead letter(s)", rows.len());
@@ -152,7 +163,9 @@ fn admin(command: Command) -> anyhow::Result<ExitCode> {
                 bar.inc(chunk.len() as u64);
             }
             bar.finish_and_clear();
-            println!("queued {queued} dead letter(s) for redelivery; a running hookrelay delivers them within seconds");
+            println!(
+                "queued {queued} dead letter(s) for redelivery; a running hookrelay delivers them within seconds"
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Events(EventsCommand::Show { config, id }) => {
@@ -173,11 +186,14 @@ fn admin(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn check_sink(config: &Config, sink: Option<&str>) -> anyhow::Result<()> {
-    if let Some(name) = sink {
-        if !config.sinks.iter().any(|s| s.name() == name) {
-            let known: Vec<&str> = config.sinks.iter().map(|s| s.name()).collect();
-            anyhow::bail!("no sink named `{name}` in the config (sinks: {})", known.join(", "));
-        }
+    if let Some(name) = sink
+        && !config.sinks.iter().any(|s| s.name() == name)
+    {
+        let known: Vec<&str> = config.sinks.iter().map(|s| s.name()).collect();
+        anyhow::bail!(
+            "no sink named `{name}` in the config (sinks: {})",
+            known.join(", ")
+        );
     }
     Ok(())
 }

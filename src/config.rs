@@ -11,9 +11,9 @@
 use crate::providers::Provider;
 use crate::secret::SecretString;
 use anyhow::{Context, anyhow, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,8 +26,9 @@ pub const ENV_PREFIX: &str = "HOOKRELAY_";
 /// Variables with the prefix that are not settings.
 const ENV_NOT_SETTINGS: [&str; 1] = ["HOOKRELAY_CONFIG"];
 
-/// The whole effective configuration, validated.
-#[derive(Debug, Clone)]
+/// The whole effective configuration, validated. Serializes (for
+/// `check-config`) with every secret as `[redacted]`.
+#[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
@@ -49,7 +50,7 @@ struct RawConfig {
 }
 
 /// `[server]`: the HTTP surface.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on. Default `0.0.0.0:8080`.
@@ -62,10 +63,122 @@ pub struct ServerConfig {
     pub request_timeout_secs: u64,
     /// Requests handled at once; more are shed with 503. Default 1024.
     pub concurrency_limit: usize,
+    /// After SIGTERM, keep accepting this long (seconds) while /readyz says
+    /// draining, so the load balancer stops sending first. Default 0.
+    pub drain_delay_secs: u64,
+    /// Then wait at most this long (seconds) for in-flight requests. Default 25.
+    pub shutdown_grace_secs: u64,
+    /// Source addresses allowed to post callbacks (CIDR): a list for every
+    /// provider, or a table per provider (`{ zego = [...], netease = [...] }`).
+    /// Absent = everyone. A refused address gets 403 `forbidden`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_ips: Option<AllowedIps>,
+    /// Take the client address from the rightmost `X-Forwarded-For` entry
+    /// (the one our load balancer appended). Default false.
+    pub trust_forwarded_for: bool,
+}
+
+/// `server.allowed_ips`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum AllowedIps {
+    All(Vec<Cidr>),
+    PerProvider(PerProviderIps),
+}
+
+/// `allowed_ips = { zego = [...], netease = [...] }`; a provider left out is not restricted.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerProviderIps {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zego: Option<Vec<Cidr>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netease: Option<Vec<Cidr>>,
+}
+
+impl AllowedIps {
+    /// Whether `ip` may post callbacks of `provider`.
+    pub fn allows(&self, provider: Provider, ip: IpAddr) -> bool {
+        let list = match self {
+            AllowedIps::All(list) => Some(list),
+            AllowedIps::PerProvider(p) => match provider {
+                Provider::Zego => p.zego.as_ref(),
+                Provider::Netease => p.netease.as_ref(),
+            },
+        };
+        list.is_none_or(|l| l.iter().any(|c| c.contains(ip)))
+    }
+}
+
+/// An address block such as `10.0.0.0/8` or `2001:db8::/32` (a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let network: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address or CIDR block"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{s}` has an invalid prefix length"))?,
+            None => max,
+        };
+        Ok(Cidr { network, prefix })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cidr, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// `[log]`: structured logs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `pretty` (human) or `json` (one object per line).
@@ -74,7 +187,7 @@ pub struct LogConfig {
     pub level: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Pretty,
@@ -82,7 +195,7 @@ pub enum LogFormat {
 }
 
 /// `[spool]`: the durable store every event passes through.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
     /// Directory holding `spool.sqlite3`. Default `data/spool`.
@@ -131,7 +244,7 @@ enum OneOrMany {
 }
 
 /// A vendor app whose callbacks we accept.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct App {
     pub provider: Provider,
     /// ZEGO AppID or NetEase AppKey, as text.
@@ -141,7 +254,7 @@ pub struct App {
 }
 
 /// One `[[sinks]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SinkConfig {
     Log(LogSinkConfig),
@@ -174,7 +287,7 @@ impl SinkConfig {
 }
 
 /// `kind = "log"`: one structured log line per event.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSinkConfig {
     /// Defaults to `log-{index}`.
@@ -182,7 +295,7 @@ pub struct LogSinkConfig {
 }
 
 /// `kind = "file"`: JSON Lines, one envelope per line, appended.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     /// Defaults to `file-{index}`.
@@ -191,7 +304,7 @@ pub struct FileSinkConfig {
 }
 
 /// `kind = "http"`: POST each envelope, signed per Standard Webhooks.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSinkConfig {
     /// Defaults to `http-{index}`.
@@ -199,8 +312,10 @@ pub struct HttpSinkConfig {
     /// Where to POST (http or https).
     pub url: String,
     /// `whsec_<base64>`; signs every request. Or give `secret_env`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<SecretString>,
     /// Name of an environment variable holding the `whsec_` secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_env: Option<String>,
     /// Per-request timeout in milliseconds. Default 5000.
     #[serde(default = "default_timeout_ms")]
@@ -247,8 +362,8 @@ impl Config {
     }
 
     fn from_table(table: toml::Table) -> anyhow::Result<Config> {
-        let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();
                 anyhow!("invalid config at `{path}`: {}", e.into_inner().message())
             })?;
@@ -263,6 +378,9 @@ impl RawConfig {
         }
         if self.server.concurrency_limit == 0 {
             bail!("invalid config at `server.concurrency_limit`: must be at least 1");
+        }
+        if self.server.shutdown_grace_secs == 0 {
+            bail!("invalid config at `server.shutdown_grace_secs`: must be at least 1");
         }
         if self.server.request_timeout_secs == 0 {
             bail!("invalid config at `server.request_timeout_secs`: must be at least 1");
@@ -467,7 +585,9 @@ fn apply_env(
 fn parse_env_value(value: &str) -> toml::Value {
     let doc = format!("v = {value}");
     match doc.parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(value.to_owned())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(value.to_owned())),
         Err(_) => toml::Value::String(value.to_owned()),
     }
 }
@@ -616,9 +736,34 @@ mod tests {
     }
 
     #[test]
+    fn allowed_ips_take_a_list_or_a_table_per_provider() {
+        let c = load_str("[server]\nallowed_ips = [\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.7\"]\n", &[]).unwrap();
+        let a = c.server.allowed_ips.unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(a.allows(Provider::Zego, ip("10.1.2.3")));
+        assert!(a.allows(Provider::Netease, ip("::ffff:10.1.2.3")));
+        assert!(a.allows(Provider::Zego, ip("2001:db8::1")));
+        assert!(a.allows(Provider::Zego, ip("192.0.2.7")));
+        assert!(!a.allows(Provider::Zego, ip("192.0.2.8")));
+        assert!(!a.allows(Provider::Zego, ip("11.0.0.1")));
+        let c = load_str("[server]\nallowed_ips = { zego = [\"127.0.0.0/8\"] }\n", &[]).unwrap();
+        let a = c.server.allowed_ips.unwrap();
+        assert!(a.allows(Provider::Zego, ip("127.0.0.1")));
+        assert!(!a.allows(Provider::Zego, ip("10.0.0.1")));
+        assert!(a.allows(Provider::Netease, ip("10.0.0.1")), "netease not restricted");
+        assert!(load_str("[server]\nallowed_ips = { zeg = [\"1.2.3.4\"] }\n", &[]).is_err());
+        assert!(load_str("[server]\nallowed_ips = [\"10.0.0.0/33\"]\n", &[]).is_err());
+        let all = load_str("[server]\nallowed_ips = [\"0.0.0.0/0\"]\n", &[]).unwrap();
+        assert!(all.server.allowed_ips.unwrap().allows(Provider::Zego, ip("8.8.8.8")));
+    }
+
+    #[test]
     fn a_bad_value_names_its_key() {
         let err = load_str("[spool]\nretention_hours = \"soon\"\n", &[]).unwrap_err();
-        assert!(format!("{err:#}").contains("spool.retention_hours"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("spool.retention_hours"),
+            "{err:#}"
+        );
         let err = load_str("[[sinks]]\nkind = \"carrier-pigeon\"\n", &[]).unwrap_err();
         assert!(format!("{err:#}").contains("sinks[0]"), "{err:#}");
     }

@@ -15,9 +15,11 @@
 //! letters with its last status and error; nothing is dropped silently.
 //! Dead letters an operator replays are picked up within a second.
 
+use crate::metrics::{Metrics, SinkProgress};
 use crate::sinks::{Outcome, RetryPolicy, Sink};
 use crate::spool::{DeadLetter, FailedAttempt, Reader, Spool, SpoolError, StoredEvent, now_ms};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -37,12 +39,14 @@ pub struct Delivery {
 
 impl Delivery {
     /// Starts one worker per sink.
-    pub fn start(sinks: Vec<Sink>, spool: &Spool) -> Result<Delivery, SpoolError> {
+    pub fn start(sinks: Vec<Sink>, spool: &Spool, metrics: Arc<Metrics>) -> Result<Delivery, SpoolError> {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         for sink in sinks {
             let reader = spool.reader()?;
             let worker = Worker {
+                progress: metrics.progress(sink.name()),
+                metrics: Arc::clone(&metrics),
                 policy: sink.retry_policy(),
                 name: sink.name().to_owned(),
                 sink,
@@ -82,7 +86,12 @@ pub struct Backoff {
 
 impl Backoff {
     /// Records a failure; returns the delay chosen (at least `at_least`).
-    pub fn fail(&mut self, policy: RetryPolicy, rand01: f64, at_least: Option<Duration>) -> Duration {
+    pub fn fail(
+        &mut self,
+        policy: RetryPolicy,
+        rand01: f64,
+        at_least: Option<Duration>,
+    ) -> Duration {
         self.failures = self.failures.saturating_add(1);
         let delay = backoff_delay(policy, self.failures, rand01).max(at_least.unwrap_or_default());
         self.next_attempt = Some(Instant::now() + delay);
@@ -119,6 +128,8 @@ enum Final {
 
 struct Worker {
     name: String,
+    metrics: Arc<Metrics>,
+    progress: Arc<SinkProgress>,
     policy: RetryPolicy,
     sink: Sink,
     spool: Spool,
@@ -133,7 +144,13 @@ impl Worker {
         let mut committed = self.spool.committed();
         let lookup = name.clone();
         let start = self
-            .read(move |r| Ok((r.cursor(&lookup)?, r.sink_state(&lookup)?, r.attempts(&lookup)?)))
+            .read(move |r| {
+                Ok((
+                    r.cursor(&lookup)?,
+                    r.sink_state(&lookup)?,
+                    r.attempts(&lookup)?,
+                ))
+            })
             .await;
         let (mut cursor, mut attempts) = match start {
             Ok((cursor, (failures, next_at_ms), attempts)) => {
@@ -152,6 +169,7 @@ impl Worker {
                 return;
             }
         };
+        self.progress.cursor.store(cursor, Ordering::Relaxed);
         tracing::debug!(sink = %name, cursor, "delivery worker started");
         loop {
             if self.cancel.is_cancelled() {
@@ -188,7 +206,10 @@ impl Worker {
                 }
             }
             let last = batch.last().map_or(cursor, |e| e.seq);
-            let Some(finals) = self.deliver_all(batch.clone(), &mut attempts).await else {
+            self.progress
+                .oldest_pending_ms
+                .store(batch[0].received_at_ms, Ordering::Relaxed);
+            let Some(finals) = self.deliver_all(batch.clone(), &mut attempts, false).await else {
                 break; // cancelled: this batch is offered again after restart
             };
             let dead: Vec<DeadLetter> = batch
@@ -223,9 +244,12 @@ impl Worker {
                         return;
                     }
                 }
+                self.refresh_dead_letter_gauge().await;
             }
             cursor = last;
             attempts.clear();
+            self.progress.cursor.store(cursor, Ordering::Relaxed);
+            self.progress.oldest_pending_ms.store(0, Ordering::Relaxed);
             if let Err(e) = self.spool.advance(&name, cursor).await {
                 // The events were delivered; failing to record it only means a re-delivery.
                 tracing::warn!(sink = %name, cursor, error = %e, "cannot record delivery progress");
@@ -237,7 +261,7 @@ impl Worker {
     /// Delivers replayed dead letters; returns false if cancelled.
     async fn deliver_replays(&mut self, replays: Vec<StoredEvent>) -> bool {
         let mut attempts = HashMap::new();
-        let Some(finals) = self.deliver_all(replays.clone(), &mut attempts).await else {
+        let Some(finals) = self.deliver_all(replays.clone(), &mut attempts, true).await else {
             return false;
         };
         let mut delivered = Vec::new();
@@ -261,12 +285,20 @@ impl Worker {
         if let Err(e) = self.spool.replayed(&self.name, delivered).await {
             tracing::warn!(sink = %self.name, error = %e, "cannot record replayed dead letters");
         }
-        if !dead.is_empty() {
-            if let Err(e) = self.spool.dead_letter(&self.name, dead).await {
-                tracing::warn!(sink = %self.name, error = %e, "cannot update dead letters");
-            }
+        if !dead.is_empty()
+            && let Err(e) = self.spool.dead_letter(&self.name, dead).await
+        {
+            tracing::warn!(sink = %self.name, error = %e, "cannot update dead letters");
         }
+        self.refresh_dead_letter_gauge().await;
         true
+    }
+
+    async fn refresh_dead_letter_gauge(&self) {
+        let lookup = self.name.clone();
+        if let Ok(n) = self.read(move |r| r.dead_letter_count(&lookup)).await {
+            self.metrics.set_dead_letters(&self.name, n);
+        }
     }
 
     /// Delivers every event of `batch` until each is delivered or dead.
@@ -275,6 +307,7 @@ impl Worker {
         &mut self,
         batch: Vec<StoredEvent>,
         attempts: &mut HashMap<String, u32>,
+        replay: bool,
     ) -> Option<Vec<Final>> {
         let mut finals: HashMap<String, Final> = HashMap::with_capacity(batch.len());
         let mut pending: Vec<StoredEvent> = batch.clone();
@@ -292,16 +325,26 @@ impl Worker {
                 pending.clone().into()
             };
             let outcomes = self.sink.deliver(Arc::clone(&offer)).await;
+            let now = now_ms();
+            let (mut delivered, mut retried, mut dead) = (0u64, 0u64, 0u64);
             let mut failed = Vec::new();
             let mut retry_after = None;
             let mut last_reason = String::new();
             for (event, outcome) in offer.iter().zip(outcomes) {
                 match outcome {
                     Outcome::Delivered => {
+                        delivered += 1;
+                        if event.seq > 0 && !replay {
+                            self.metrics.delivered_after(
+                                &self.name,
+                                (now - event.received_at_ms).max(0) as f64 / 1000.0,
+                            );
+                        }
                         finals.insert(event.id.clone(), Final::Delivered);
                     }
                     Outcome::Deferred => {}
                     Outcome::Reject { reason, status } => {
+                        dead += 1;
                         let n = attempts.get(&event.id).copied().unwrap_or(0) + 1;
                         finals.insert(
                             event.id.clone(),
@@ -320,6 +363,7 @@ impl Worker {
                         let n = attempts.entry(event.id.clone()).or_insert(0);
                         *n += 1;
                         if self.policy.max_attempts.is_some_and(|max| *n >= max) {
+                            dead += 1;
                             finals.insert(
                                 event.id.clone(),
                                 Final::Dead {
@@ -329,6 +373,7 @@ impl Worker {
                                 },
                             );
                         } else {
+                            retried += 1;
                             retry_after = retry_after.max(after);
                             last_reason.clone_from(&reason);
                             failed.push(FailedAttempt {
@@ -341,6 +386,9 @@ impl Worker {
                     }
                 }
             }
+            self.metrics.delivery(&self.name, "delivered", delivered);
+            self.metrics.delivery(&self.name, "retry", retried);
+            self.metrics.delivery(&self.name, "dead_letter", dead);
             pending.retain(|e| !finals.contains_key(&e.id));
             if failed.is_empty() {
                 if self.backoff.is_failing() {

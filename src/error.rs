@@ -32,6 +32,8 @@ pub enum IngestError {
     MethodNotAllowed,
     #[error("too many requests in flight")]
     Overloaded,
+    #[error("the source address is not in server.allowed_ips")]
+    Forbidden,
     #[error("request timed out")]
     Timeout,
 }
@@ -46,6 +48,7 @@ impl IngestError {
             IngestError::NotFound => StatusCode::NOT_FOUND,
             IngestError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             IngestError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            IngestError::Forbidden => StatusCode::FORBIDDEN,
         }
     }
 
@@ -61,6 +64,7 @@ impl IngestError {
             IngestError::MethodNotAllowed => "method_not_allowed",
             IngestError::Overloaded => "overloaded",
             IngestError::Timeout => "timeout",
+            IngestError::Forbidden => "forbidden",
         }
     }
 }

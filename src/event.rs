@@ -51,7 +51,10 @@ pub fn dedup_key(provider: Provider, app_id: &str, payload: &Value, ignore: &[&s
     h.update([0]);
     match payload {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().filter(|k| !ignore.contains(&k.as_str())).collect();
+            let mut keys: Vec<&String> = map
+                .keys()
+                .filter(|k| !ignore.contains(&k.as_str()))
+                .collect();
             keys.sort_unstable();
             h.update(b"{");
             for k in keys {
@@ -147,7 +150,13 @@ mod tests {
 
     #[test]
     fn signature_key_is_case_insensitive_in_the_signature() {
-        assert_eq!(signature_key("1", "2", "3", "ABC"), signature_key("1", "2", "3", "abc"));
-        assert_ne!(signature_key("1", "2", "3", "abc"), signature_key("1", "2", "4", "abc"));
+        assert_eq!(
+            signature_key("1", "2", "3", "ABC"),
+            signature_key("1", "2", "3", "abc")
+        );
+        assert_ne!(
+            signature_key("1", "2", "3", "abc"),
+            signature_key("1", "2", "4", "abc")
+        );
     }
 }

@@ -10,12 +10,13 @@ use crate::event::{self, Envelope};
 use crate::providers::{self, Family, Provider, lenient};
 use crate::spool::{self, Appended, NewEvent, Spool};
 use crate::verify::{self, VerifyError, zego::Casing};
+use crate::metrics::Metrics;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
 /// Shared by every request.
@@ -23,14 +24,32 @@ use std::sync::{Arc, RwLock};
 pub struct AppState {
     config: Arc<RwLock<Arc<Config>>>,
     pub spool: Spool,
+    pub metrics: Arc<Metrics>,
+    draining: Arc<AtomicBool>,
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, spool: Spool) -> AppState {
+    pub fn new(config: Arc<Config>, spool: Spool, metrics: Arc<Metrics>) -> AppState {
         AppState {
             config: Arc::new(RwLock::new(config)),
             spool,
+            metrics,
+            draining: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Set once shutdown starts; `/readyz` then answers 503.
+    pub fn draining(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.draining)
+    }
+
+    /// Swaps in the apps and secrets of `new`; everything else keeps its
+    /// start-up value (listen address, spool, sinks need a restart).
+    pub fn reload_apps(&self, new: Config) {
+        let mut next = (*self.config()).clone();
+        next.apps = new.apps;
+        self.metrics.register_apps(&next);
+        self.replace_config(Arc::new(next));
     }
 
     /// The config in force now (apps and secrets can be swapped at run time).
@@ -68,23 +87,8 @@ impl Ack {
     }
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, IngestError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            IngestError::PayloadTooLarge
-        } else {
-            IngestError::BodyRead(rejection.body_text())
-        }
-    })
-}
-
 /// Any ZEGO family: signing fields live in the body.
-pub async fn zego(
-    state: AppState,
-    family: Family,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Ack>, IngestError> {
-    let body = body_bytes(body)?;
+pub async fn zego(state: &AppState, family: Family, body: Bytes) -> Result<Json<Ack>, IngestError> {
     let payload = decode::decode(&body)?.value;
     if !payload.is_object() {
         return Err(DecodeError::Malformed.into());
@@ -107,7 +111,12 @@ pub async fn zego(
         now,
         config.server.timestamp_tolerance_secs,
     )?;
-    let sig_key = event::signature_key(&app.app_id, &fields.timestamp, &fields.nonce, &fields.signature);
+    let sig_key = event::signature_key(
+        &app.app_id,
+        &fields.timestamp,
+        &fields.nonce,
+        &fields.signature,
+    );
     let app_id = app.app_id.clone();
     let new_event = verified.map(|payload| {
         build_event(
@@ -120,18 +129,17 @@ pub async fn zego(
             Some(sig_key),
         )
     });
-    store(&state.spool, new_event).await
+    store(state, family, new_event).await
 }
 
 /// NetEase cloud play: signing headers cover the body's MD5.
 pub async fn netease(
-    state: AppState,
+    state: &AppState,
     family: Family,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    headers: &HeaderMap,
+    body: Bytes,
 ) -> Result<Json<Ack>, IngestError> {
-    let body = body_bytes(body)?;
-    let signing = verify::netease::signing_headers(&headers)?;
+    let signing = verify::netease::signing_headers(headers)?;
     let config = state.config();
     let app = config
         .find_app(Provider::Netease, signing.app_key.as_deref())
@@ -145,6 +153,9 @@ pub async fn netease(
         now,
         config.server.timestamp_tolerance_secs,
     )?;
+    state
+        .metrics
+        .secret_match("netease", &app.app_id, verified.secret_position());
     let payload = match decode::decode(&body) {
         Ok(d) => d.value,
         // Authentic but not JSON (the vendor's own 505 example is one): keep the text.
@@ -155,10 +166,9 @@ pub async fn netease(
         return Ok(Ack::new(None, false));
     }
     let app_id = app.app_id.clone();
-    let new_event = verified.map(|()| {
-        build_event(Provider::Netease, family, &app_id, now, payload, &[], None)
-    });
-    store(&state.spool, new_event).await
+    let new_event =
+        verified.map(|()| build_event(Provider::Netease, family, &app_id, now, payload, &[], None));
+    store(state, family, new_event).await
 }
 
 fn is_probe(body: &[u8], payload: &Value) -> bool {
@@ -204,10 +214,26 @@ fn build_event(
     }
 }
 
-async fn store(spool: &Spool, event: verify::Verified<NewEvent>) -> Result<Json<Ack>, IngestError> {
-    match spool.append(event).await? {
-        Appended::Stored { id } => Ok(Ack::new(Some(id), false)),
-        Appended::Duplicate { id } => Ok(Ack::new(Some(id), true)),
+async fn store(
+    state: &AppState,
+    family: Family,
+    event: verify::Verified<NewEvent>,
+) -> Result<Json<Ack>, IngestError> {
+    let span = tracing::Span::current();
+    span.record("kind", event.get().kind.as_str());
+    let kind = event.get().kind.clone();
+    let outcome = state.spool.append(event).await?;
+    match outcome {
+        Appended::Stored { id } => {
+            span.record("event_id", id.as_str());
+            state.metrics.stored(family, &kind);
+            Ok(Ack::new(Some(id), false))
+        }
+        Appended::Duplicate { id } => {
+            span.record("event_id", id.as_str());
+            state.metrics.duplicate(family);
+            Ok(Ack::new(Some(id), true))
+        }
         Appended::ReplayedSignature => Err(IngestError::ReplayedSignature),
     }
 }

@@ -19,6 +19,7 @@
 //! - [`event`]: the envelope sinks receive, and dedup keys.
 //! - [`spool`]: durability (SQLite WAL, group commit).
 //! - [`delivery`]: workers moving events from the spool to [`sinks`].
+//! - [`metrics`]: Prometheus metrics.
 //! - [`telemetry`], [`shutdown`], [`cli`]: process wiring.
 
 pub mod cli;
@@ -28,6 +29,7 @@ pub mod delivery;
 pub mod error;
 pub mod event;
 pub mod ingest;
+pub mod metrics;
 pub mod providers;
 pub mod secret;
 pub mod server;

@@ -212,19 +212,19 @@ impl Metrics {
 
         for family in CallbackFamily::ALL {
             let f = family.as_str().to_owned();
-            requests.get_or_create(&RequestLabels {
+            let _ = requests.get_or_create(&RequestLabels {
                 family: f.clone(),
                 status: "200".into(),
             });
-            duplicates.get_or_create(&FamilyLabel { family: f.clone() });
+            let _ = duplicates.get_or_create(&FamilyLabel { family: f.clone() });
             for code in REJECTION_CODES {
-                rejections.get_or_create(&RejectionLabels {
+                let _ = rejections.get_or_create(&RejectionLabels {
                     family: f.clone(),
                     reason: code.into(),
                 });
             }
             for kind in known_kinds(family) {
-                events.get_or_create(&EventLabels {
+                let _ = events.get_or_create(&EventLabels {
                     provider: family.provider().as_str().into(),
                     family: f.clone(),
                     kind: (*kind).into(),
@@ -236,12 +236,12 @@ impl Metrics {
             let label = SinkLabel {
                 sink: sink.name().to_owned(),
             };
-            spool_pending.get_or_create(&label);
-            spool_oldest_pending_seconds.get_or_create(&label);
-            delivery_seconds.get_or_create(&label);
-            dead_letters.get_or_create(&label);
+            let _ = spool_pending.get_or_create(&label);
+            let _ = spool_oldest_pending_seconds.get_or_create(&label);
+            let _ = delivery_seconds.get_or_create(&label);
+            let _ = dead_letters.get_or_create(&label);
             for outcome in OUTCOMES {
-                deliveries.get_or_create(&DeliveryLabels {
+                let _ = deliveries.get_or_create(&DeliveryLabels {
                     sink: label.sink.clone(),
                     outcome: outcome.into(),
                 });
@@ -271,7 +271,7 @@ impl Metrics {
     pub fn register_apps(&self, config: &Config) {
         for app in &config.apps {
             for position in 0..app.secrets.len() {
-                self.secret_matches.get_or_create(&SecretLabels {
+                let _ = self.secret_matches.get_or_create(&SecretLabels {
                     provider: app.provider.as_str().into(),
                     app_id: app.app_id.clone(),
                     position: position.to_string(),

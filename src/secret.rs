@@ -4,7 +4,7 @@
 //! prints (a config dumped at start-up, an error carrying its context), so the
 //! type itself redacts; code that needs the value calls [`SecretString::expose`].
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// An app or sink secret. `Debug`/`Display` print `[redacted]`.
@@ -37,6 +37,13 @@ impl fmt::Display for SecretString {
 impl<'de> Deserialize<'de> for SecretString {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         String::deserialize(deserializer).map(Self::new)
+    }
+}
+
+/// Serializes as `[redacted]`: `check-config` prints configs, never secrets.
+impl Serialize for SecretString {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[redacted]")
     }
 }
 

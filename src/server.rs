@@ -5,20 +5,22 @@ use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::error::IngestError;
 use crate::ingest::{self, AppState};
+use crate::metrics::Metrics;
 use crate::providers::Family;
 use crate::sinks::Sink;
 use crate::spool::{Spool, SpoolOptions};
 use anyhow::Context;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use std::future::Future;
-use std::net::SocketAddr;
+use std::future::{Future, IntoFuture};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -40,7 +42,9 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let config = Arc::new(config);
         if config.apps.is_empty() {
-            tracing::warn!("no [[apps]] are configured: every callback will be refused with 401 unknown_app");
+            tracing::warn!(
+                "no [[apps]] are configured: every callback will be refused with 401 unknown_app"
+            );
         }
         let sinks = config
             .sinks
@@ -60,11 +64,12 @@ impl Application {
         let spool = tokio::task::spawn_blocking(move || Spool::open(&dir, options, &names))
             .await
             .context("spool open task failed")??;
-        let delivery = Delivery::start(sinks, &spool)?;
+        let metrics = Arc::new(Metrics::new(&config));
+        let delivery = Delivery::start(sinks, &spool, Arc::clone(&metrics))?;
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-        let state = AppState::new(Arc::clone(&config), spool);
+        let state = AppState::new(Arc::clone(&config), spool, metrics);
         let router = router(state.clone(), &config);
         Ok(Application {
             listener,
@@ -80,58 +85,115 @@ impl Application {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests,
-    /// stops delivery at an event boundary and closes the spool.
+    /// Shared state (config swaps on reload go through it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// On every SIGHUP, loads a new config with `loader` and swaps in its
+    /// apps and secrets; a config that fails to load is refused with a log
+    /// line and the running one keeps serving. In-flight requests finish
+    /// with the config they started with.
+    pub fn reload_on_sighup(
+        &self,
+        loader: impl Fn() -> anyhow::Result<Config> + Send + Sync + 'static,
+    ) {
+        #[cfg(unix)]
+        {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                    tracing::warn!("cannot listen for SIGHUP; config reload disabled");
+                    return;
+                };
+                while hup.recv().await.is_some() {
+                    match tokio::task::block_in_place(&loader) {
+                        Ok(new) => {
+                            let apps = new.apps.len();
+                            state.reload_apps(new);
+                            tracing::info!(apps, "SIGHUP: apps and secrets reloaded");
+                        }
+                        Err(e) => tracing::error!(
+                            error = %format!("{e:#}"),
+                            "SIGHUP: the new config is refused; the running config keeps serving"
+                        ),
+                    }
+                }
+            });
+        }
+        #[cfg(not(unix))]
+        let _ = loader;
+    }
+
+    /// Serves until `shutdown` resolves, then drains: `/readyz` turns 503
+    /// at once, the listener keeps accepting for `server.drain_delay_secs`,
+    /// in-flight requests get `server.shutdown_grace_secs` to finish,
+    /// delivery stops at an event boundary and the spool is closed.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = self.local_addr();
+        let config = self.state.config();
+        let drain_delay = Duration::from_secs(config.server.drain_delay_secs);
+        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
         tracing::info!(%addr, "hookrelay listening");
-        let served = axum::serve(
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let draining = self.state.draining();
+        tokio::spawn(async move {
+            shutdown.await;
+            draining.store(true, Ordering::SeqCst);
+            tracing::info!(
+                drain_delay_secs = drain_delay.as_secs(),
+                "draining: /readyz answers 503; still accepting"
+            );
+            tokio::time::sleep(drain_delay).await;
+            let _ = stop_tx.send(true);
+        });
+        let mut listening_stopped = stop_rx.clone();
+        let serve = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await;
-        tracing::info!("listener closed; stopping delivery");
+        .with_graceful_shutdown(async move {
+            let _ = listening_stopped.wait_for(|s| *s).await;
+            tracing::info!("listener closed; finishing in-flight requests");
+        })
+        .into_future();
+        let mut grace_over = stop_rx;
+        let served = tokio::select! {
+            r = serve => r.context("server error"),
+            _ = async move {
+                let _ = grace_over.wait_for(|s| *s).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; dropping the requests still in flight");
+                Ok(())
+            }
+        };
         self.delivery.stop().await;
         self.state.spool.close().await;
-        tracing::info!("spool closed; bye");
-        served.context("server error")
+        tracing::info!("delivery stopped, spool closed; bye");
+        served
     }
 }
 
 /// Every route and the middleware stack.
 pub fn router(state: AppState, config: &Config) -> Router {
-    let callbacks = Router::new()
-        .route(
-            "/callbacks/zego/cloud-player",
-            post(|State(s): State<AppState>, body| ingest::zego(s, Family::CloudPlayer, body)),
-        )
-        .route(
-            "/callbacks/zego/stream",
-            post(|State(s): State<AppState>, body| ingest::zego(s, Family::Stream, body)),
-        )
-        .route(
-            "/callbacks/zego/compose",
-            post(|State(s): State<AppState>, body| ingest::zego(s, Family::Compose, body)),
-        )
-        .route(
-            "/callbacks/netease/cloud-play",
-            post(
-                |State(s): State<AppState>, headers: HeaderMap, body| {
-                    ingest::netease(s, Family::CloudPlay, headers, body)
-                },
-            ),
-        )
-        // The one body limit: answered 413 payload_too_large by the handler.
-        .layer(DefaultBodyLimit::max(config.server.max_body_bytes));
-
+    let callback = |family: Family| {
+        post(move |State(s): State<AppState>, req: Request| callback(s, family, req))
+    };
     Router::new()
-        .merge(callbacks)
+        .route("/callbacks/zego/cloud-player", callback(Family::CloudPlayer))
+        .route("/callbacks/zego/stream", callback(Family::Stream))
+        .route("/callbacks/zego/compose", callback(Family::Compose))
+        .route("/callbacks/netease/cloud-play", callback(Family::CloudPlay))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(|| async { IngestError::NotFound })
         .method_not_allowed_fallback(|| async { IngestError::MethodNotAllowed })
         .with_state(state)
@@ -153,7 +215,86 @@ pub fn router(state: AppState, config: &Config) -> Router {
         )
 }
 
-fn make_span<B>(request: &Request<B>) -> tracing::Span {
+/// One callback request: source check, the family's pipeline, metrics.
+async fn callback(state: AppState, family: Family, req: Request) -> Response {
+    let started = Instant::now();
+    let span = tracing::Span::current();
+    span.record("family", family.as_str());
+    let (parts, body) = req.into_parts();
+    let config = state.config();
+    let result = match client_ip(&parts, config.server.trust_forwarded_for) {
+        Some(ip)
+            if config
+                .server
+                .allowed_ips
+                .as_ref()
+                .is_some_and(|a| !a.allows(family.provider(), ip)) =>
+        {
+            tracing::debug!(%ip, "source address not allowed");
+            Err(IngestError::Forbidden)
+        }
+        _ => {
+            // The one body limit: past it, 413 payload_too_large.
+            let limit = config.server.max_body_bytes;
+            match axum::body::to_bytes(body, limit).await {
+                Err(e) => Err(body_error(e)),
+                Ok(bytes) if family == Family::CloudPlay => {
+                    ingest::netease(&state, family, &parts.headers, bytes).await
+                }
+                Ok(bytes) => ingest::zego(&state, family, bytes).await,
+            }
+        }
+    };
+    let response = match result {
+        Ok(ack) => {
+            state.metrics.ack(started.elapsed().as_secs_f64());
+            ack.into_response()
+        }
+        Err(e) => {
+            state.metrics.rejection(family, e.code());
+            e.into_response()
+        }
+    };
+    state.metrics.request(family, response.status().as_u16());
+    response
+}
+
+fn body_error(e: axum::Error) -> IngestError {
+    // to_bytes reports an over-limit body as a LengthLimitError in its source chain.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return IngestError::PayloadTooLarge;
+        }
+        source = s.source();
+    }
+    IngestError::BodyRead(e.to_string())
+}
+
+/// The client's address: the TCP peer, or with `trust_forwarded_for` the
+/// rightmost `X-Forwarded-For` entry (what our own load balancer saw;
+/// entries to its left are whatever the client chose to send).
+fn client_ip(parts: &axum::http::request::Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
+    if trust_forwarded_for {
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .last();
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+fn make_span(request: &Request) -> tracing::Span {
     let request_id = request
         .headers()
         .get("x-request-id")
@@ -164,9 +305,46 @@ fn make_span<B>(request: &Request<B>) -> tracing::Span {
         method = %request.method(),
         route = %request.uri().path(),
         request_id = %request_id,
+        family = tracing::field::Empty,
+        event_id = tracing::field::Empty,
+        kind = tracing::field::Empty,
     )
 }
 
 async fn healthz() -> Response {
     (StatusCode::OK, axum::Json(serde_json::json!({"ok": true}))).into_response()
+}
+
+/// 200 while the spool takes writes and we are not draining; 503 with the
+/// reason otherwise, so a load balancer takes this replica out of rotation.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let not_ready = |reason: &str| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"ok": false, "reason": reason})),
+        )
+            .into_response()
+    };
+    if state.draining().load(Ordering::SeqCst) {
+        return not_ready("draining");
+    }
+    match tokio::time::timeout(Duration::from_secs(2), state.spool.probe()).await {
+        Ok(Ok(())) => (StatusCode::OK, axum::Json(serde_json::json!({"ok": true}))).into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the spool does not take writes");
+            not_ready("spool_unavailable")
+        }
+        Err(_) => not_ready("spool_unavailable"),
+    }
+}
+
+async fn metrics(State(state): State<AppState>, _headers: HeaderMap) -> Response {
+    let committed = *state.spool.committed().borrow();
+    let body = state.metrics.render(committed, crate::spool::now_ms());
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
 }

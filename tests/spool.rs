@@ -53,7 +53,9 @@ async fn under_steady_load_pruning_keeps_the_spool_file_bounded() {
     };
     let spool = Spool::open(dir.path(), options, &sinks()).unwrap();
     let size = || {
-        let db = std::fs::metadata(spool.path()).map(|m| m.len()).unwrap_or(0);
+        let db = std::fs::metadata(spool.path())
+            .map(|m| m.len())
+            .unwrap_or(0);
         let wal = std::fs::metadata(spool.path().with_extension("sqlite3-wal"))
             .map(|m| m.len())
             .unwrap_or(0);
@@ -74,7 +76,11 @@ async fn under_steady_load_pruning_keeps_the_spool_file_bounded() {
     }
     eprintln!("spool size per round (db + wal bytes): {sizes:?}");
     let reader = spool.reader().unwrap();
-    assert_eq!(reader.pending_after(0).unwrap(), 0, "delivered events past retention are pruned");
+    assert_eq!(
+        reader.pending_after(0).unwrap(),
+        0,
+        "delivered events past retention are pruned"
+    );
     // After the first rounds warmed up the file, freed pages are reused: no growth.
     let warm = sizes[2];
     assert!(
@@ -101,7 +107,10 @@ async fn undelivered_events_are_never_pruned() {
     spool.prune_now().await.unwrap();
     let reader = spool.reader().unwrap();
     let left = reader.events_after(0, 100).unwrap();
-    assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), (5..=10).collect::<Vec<_>>());
+    assert_eq!(
+        left.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (5..=10).collect::<Vec<_>>()
+    );
     spool.close().await;
 }
 
@@ -128,7 +137,10 @@ async fn a_full_spool_refuses_appends_and_recovers_once_space_is_freed() {
     deliver_all(&spool).await;
     tokio::time::sleep(Duration::from_millis(2)).await;
     spool.prune_now().await.unwrap();
-    let out = spool.append(verified(event(n + 1, 20_000))).await.expect("recovered");
+    let out = spool
+        .append(verified(event(n + 1, 20_000)))
+        .await
+        .expect("recovered");
     assert!(matches!(out, Appended::Stored { .. }));
     spool.close().await;
 }
@@ -143,7 +155,9 @@ async fn repeats_inside_the_window_are_duplicates_and_outside_it_are_new() {
     };
     let spool = Spool::open(dir.path(), options, &sinks()).unwrap();
     let first = spool.append(verified(event(7, 10))).await.unwrap();
-    let Appended::Stored { id } = first else { panic!("{first:?}") };
+    let Appended::Stored { id } = first else {
+        panic!("{first:?}")
+    };
     let again = spool.append(verified(event(7, 10))).await.unwrap();
     assert_eq!(again, Appended::Duplicate { id });
     tokio::time::sleep(Duration::from_millis(350)).await;

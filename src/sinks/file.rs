@@ -46,10 +46,10 @@ impl RecentIds {
     fn push(&mut self, id: String) {
         if self.set.insert(id.clone()) {
             self.order.push_back(id);
-            if self.order.len() > RECENT_IDS {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
+            if self.order.len() > RECENT_IDS
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
             }
         }
     }
@@ -75,7 +75,9 @@ impl FileSink {
         let state = Arc::clone(&self.state);
         let n = events.len();
         let result = tokio::task::spawn_blocking(move || {
-            let mut state = state.lock().map_err(|_| "file sink state poisoned".to_owned())?;
+            let mut state = state
+                .lock()
+                .map_err(|_| "file sink state poisoned".to_owned())?;
             state.write(&events)
         })
         .await
@@ -136,10 +138,10 @@ impl FileState {
 
 /// Opens `path` for appending; returns the ids of the last lines already in it.
 fn open_for_append(path: &Path) -> std::io::Result<(File, Vec<String>)> {
-    if let Some(parent) = path.parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent)?;
-        }
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)?;
     }
     let mut file = OpenOptions::new()
         .read(true)
@@ -188,6 +190,7 @@ mod tests {
         StoredEvent {
             seq,
             id: id.to_owned(),
+            received_at_ms: 0,
             resource: None,
             envelope: format!("{{\"id\":\"{id}\",\"kind\":\"k\"}}"),
         }
@@ -215,7 +218,10 @@ mod tests {
         let out = s.deliver(vec![ev(2, "b"), ev(3, "c")].into()).await;
         assert_eq!(out, vec![Outcome::Delivered; 2]);
         let text = std::fs::read_to_string(&path).unwrap();
-        let ids: Vec<String> = text.lines().filter_map(|l| envelope_id(l.as_bytes())).collect();
+        let ids: Vec<String> = text
+            .lines()
+            .filter_map(|l| envelope_id(l.as_bytes()))
+            .collect();
         assert_eq!(ids, ["a", "b", "c"]);
     }
 

@@ -86,12 +86,19 @@ pub fn classify(status: StatusCode, retry_after: Option<Duration>) -> Outcome {
 /// `Retry-After` as seconds or an HTTP date; capped at an hour so a
 /// downstream cannot park a sink for days.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     let d = if let Ok(secs) = value.parse::<u64>() {
         Duration::from_secs(secs)
     } else {
-        let at = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
-        let secs = (at - time::OffsetDateTime::now_utc()).whole_seconds().max(0) as u64;
+        let at = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822)
+            .ok()?;
+        let secs = (at - time::OffsetDateTime::now_utc())
+            .whole_seconds()
+            .max(0) as u64;
         Duration::from_secs(secs)
     };
     Some(d.min(Duration::from_secs(3600)))
@@ -100,7 +107,9 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 impl HttpSink {
     pub fn new(name: &str, config: &HttpSinkConfig) -> anyhow::Result<HttpSink> {
         let key = match &config.secret {
-            Some(s) => Some(signing_key(s).map_err(|e| anyhow::anyhow!("sink `{name}` secret: {e}"))?),
+            Some(s) => {
+                Some(signing_key(s).map_err(|e| anyhow::anyhow!("sink `{name}` secret: {e}"))?)
+            }
             None => None,
         };
         let url = reqwest::Url::parse(&config.url)
@@ -258,8 +267,15 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("retry-after", HeaderValue::from_static("7"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert("retry-after", HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
-        assert_eq!(retry_after(&h), Some(Duration::ZERO), "a past date means now");
+        h.insert(
+            "retry-after",
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(
+            retry_after(&h),
+            Some(Duration::ZERO),
+            "a past date means now"
+        );
         h.insert("retry-after", HeaderValue::from_static("999999"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3600)));
     }
@@ -269,15 +285,22 @@ mod tests {
         let secret = SecretString::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
         let key = signing_key(&secret).unwrap();
         let body = br#"{"id":"msg_p5jXN8AQM9LWM0D4loKWxJek","kind":"x"}"#;
-        let ts = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let sig = signature(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", ts, body);
         assert!(sig.starts_with("v1,"));
         let mut headers = axum::http::HeaderMap::new();
-        headers.insert("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek".parse().unwrap());
+        headers.insert(
+            "webhook-id",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek".parse().unwrap(),
+        );
         headers.insert("webhook-timestamp", ts.to_string().parse().unwrap());
         headers.insert("webhook-signature", sig.parse().unwrap());
         let wh = standardwebhooks::Webhook::new(secret.expose()).unwrap();
-        wh.verify(body, &headers).expect("a Standard Webhooks library verifies it");
+        wh.verify(body, &headers)
+            .expect("a Standard Webhooks library verifies it");
     }
 
     #[test]

@@ -23,7 +23,10 @@ pub enum Outcome {
         after: Option<Duration>,
     },
     /// A permanent failure: straight to dead letters.
-    Reject { reason: String, status: Option<u16> },
+    Reject {
+        reason: String,
+        status: Option<u16>,
+    },
     /// Not attempted (an earlier event of the same resource is pending):
     /// offered again later without counting an attempt.
     Deferred,

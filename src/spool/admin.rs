@@ -117,7 +117,9 @@ impl Admin {
     pub fn event(&self, id: &str) -> Result<Option<String>, SpoolError> {
         let found: Option<String> = self
             .conn
-            .query_row("SELECT envelope FROM events WHERE id = ?1", [id], |r| r.get(0))
+            .query_row("SELECT envelope FROM events WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(err)?;
         if found.is_some() {

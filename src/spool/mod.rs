@@ -91,6 +91,8 @@ pub enum Appended {
 pub struct StoredEvent {
     pub seq: i64,
     pub id: String,
+    /// When we acknowledged it (Unix ms); for a replayed dead letter, when it died.
+    pub received_at_ms: i64,
     pub resource: Option<String>,
     pub envelope: String,
 }
@@ -181,13 +183,18 @@ impl Spool {
     /// spool starts at the newest event. A file that is not a SQLite
     /// database, or is damaged, stops start-up with the reason; it is never
     /// replaced.
-    pub fn open(dir: &Path, options: SpoolOptions, sinks: &[(String, String)]) -> Result<Spool, SpoolError> {
+    pub fn open(
+        dir: &Path,
+        options: SpoolOptions,
+        sinks: &[(String, String)],
+    ) -> Result<Spool, SpoolError> {
         let path = dir.join(FILE_NAME);
         let open_err = |reason: String| SpoolError::Open {
             path: path.clone(),
             reason,
         };
-        std::fs::create_dir_all(dir).map_err(|e| open_err(format!("cannot create directory: {e}")))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| open_err(format!("cannot create directory: {e}")))?;
         let mut conn = open_connection(&path, true).map_err(|e| open_err(e.to_string()))?;
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
@@ -297,7 +304,13 @@ impl Spool {
                    last_status = excluded.last_status, last_error = excluded.last_error",
             )?;
             for f in failed {
-                stmt.execute(params![sink, f.event_id, f.attempts, f.last_status, f.last_error])?;
+                stmt.execute(params![
+                    sink,
+                    f.event_id,
+                    f.attempts,
+                    f.last_status,
+                    f.last_error
+                ])?;
             }
             Ok(())
         })
@@ -305,7 +318,11 @@ impl Spool {
     }
 
     /// Moves events to the sink's dead letters (replacing an earlier entry for the same event).
-    pub async fn dead_letter(&self, sink: &str, letters: Vec<DeadLetter>) -> Result<(), SpoolError> {
+    pub async fn dead_letter(
+        &self,
+        sink: &str,
+        letters: Vec<DeadLetter>,
+    ) -> Result<(), SpoolError> {
         let sink = sink.to_owned();
         let now = now_ms();
         self.exec(move |tx| {
@@ -344,6 +361,20 @@ impl Spool {
             for id in event_ids {
                 stmt.execute(params![sink, id])?;
             }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Proves the spool takes durable writes (a committed, fsynced row).
+    pub async fn probe(&self) -> Result<(), SpoolError> {
+        let now = now_ms();
+        self.exec(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('probed_at_ms', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([now])?;
             Ok(())
         })
         .await
@@ -602,10 +633,10 @@ fn append_one(
                 .query_row(params![sig, window_start], |r| r.get(0))
                 .optional()?,
         };
-        if let Some(key) = used_by {
-            if key != ev.dedup_key {
-                return Ok((Appended::ReplayedSignature, 0));
-            }
+        if let Some(key) = used_by
+            && key != ev.dedup_key
+        {
+            return Ok((Appended::ReplayedSignature, 0));
         }
     }
     let existing: Option<String> = tx
@@ -663,7 +694,8 @@ impl Reader {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT seq, id, resource, envelope FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                "SELECT seq, id, resource, envelope, received_at_ms FROM events
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )
             .map_err(read_err)?;
         let rows = stmt
@@ -673,6 +705,7 @@ impl Reader {
                     id: r.get(1)?,
                     resource: r.get(2)?,
                     envelope: r.get(3)?,
+                    received_at_ms: r.get(4)?,
                 })
             })
             .map_err(read_err)?;
@@ -682,7 +715,9 @@ impl Reader {
     /// The sink's cursor, if the sink is known to the spool.
     pub fn cursor(&self, sink: &str) -> Result<Option<i64>, SpoolError> {
         self.conn
-            .query_row("SELECT cursor FROM sinks WHERE name = ?1", [sink], |r| r.get(0))
+            .query_row("SELECT cursor FROM sinks WHERE name = ?1", [sink], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(read_err)
     }
@@ -691,7 +726,7 @@ impl Reader {
     pub fn event_by_id(&self, id: &str) -> Result<Option<StoredEvent>, SpoolError> {
         self.conn
             .query_row(
-                "SELECT seq, id, resource, envelope FROM events WHERE id = ?1",
+                "SELECT seq, id, resource, envelope, received_at_ms FROM events WHERE id = ?1",
                 [id],
                 |r| {
                     Ok(StoredEvent {
@@ -699,6 +734,7 @@ impl Reader {
                         id: r.get(1)?,
                         resource: r.get(2)?,
                         envelope: r.get(3)?,
+                        received_at_ms: r.get(4)?,
                     })
                 },
             )
@@ -720,7 +756,10 @@ impl Reader {
     }
 
     /// Persisted attempts of events past the sink's cursor, by event id.
-    pub fn attempts(&self, sink: &str) -> Result<std::collections::HashMap<String, u32>, SpoolError> {
+    pub fn attempts(
+        &self,
+        sink: &str,
+    ) -> Result<std::collections::HashMap<String, u32>, SpoolError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT event_id, attempts FROM attempts WHERE sink = ?1")
@@ -736,7 +775,7 @@ impl Reader {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id, event_id, resource, envelope FROM dead_letters
+                "SELECT id, event_id, resource, envelope, dead_at_ms FROM dead_letters
                  WHERE sink = ?1 AND replay_requested_at_ms IS NOT NULL ORDER BY id LIMIT ?2",
             )
             .map_err(read_err)?;
@@ -747,6 +786,7 @@ impl Reader {
                     id: r.get(1)?,
                     resource: r.get(2)?,
                     envelope: r.get(3)?,
+                    received_at_ms: r.get(4)?,
                 })
             })
             .map_err(read_err)?;
@@ -756,14 +796,22 @@ impl Reader {
     /// Dead letters held for `sink`.
     pub fn dead_letter_count(&self, sink: &str) -> Result<i64, SpoolError> {
         self.conn
-            .query_row("SELECT COUNT(*) FROM dead_letters WHERE sink = ?1", [sink], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM dead_letters WHERE sink = ?1",
+                [sink],
+                |r| r.get(0),
+            )
             .map_err(read_err)
     }
 
     /// Number of events with `seq > cursor`, i.e. not yet done for a sink at `cursor`.
     pub fn pending_after(&self, cursor: i64) -> Result<i64, SpoolError> {
         self.conn
-            .query_row("SELECT COUNT(*) FROM events WHERE seq > ?1", [cursor], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE seq > ?1",
+                [cursor],
+                |r| r.get(0),
+            )
             .map_err(read_err)
     }
 }

@@ -58,6 +58,12 @@ CREATE TABLE attempts (
     PRIMARY KEY (sink, event_id)
 ) WITHOUT ROWID;
 
+-- Small facts about the spool itself (readiness probes write here).
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value
+) WITHOUT ROWID;
+
 -- Events a sink rejected or gave up on, kept until an operator replays them.
 -- The envelope is copied so pruning the event never loses a dead letter.
 CREATE TABLE dead_letters (

@@ -32,12 +32,11 @@ impl Binary {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v["message"] == "hookrelay listening" {
-                        if let Some(tx) = tx.take() {
-                            let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                        }
-                    }
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["message"] == "hookrelay listening"
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
                 }
             }
         });
@@ -72,7 +71,11 @@ async fn acknowledged_events_survive_a_kill_9_and_reach_the_file_sink_after_rest
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
     let config = dir.path().join("hookrelay.toml");
-    std::fs::write(&config, base_config(dir.path(), "[log]\nformat = \"json\"\n")).unwrap();
+    std::fs::write(
+        &config,
+        base_config(dir.path(), "[log]\nformat = \"json\"\n"),
+    )
+    .unwrap();
     // The sink cannot write yet (its path is a directory), so acknowledged
     // events exist only in the spool when the process dies.
     std::fs::create_dir(&events).unwrap();
@@ -100,9 +103,18 @@ async fn acknowledged_events_survive_a_kill_9_and_reach_the_file_sink_after_rest
     assert_eq!(ids, acked, "every acknowledged event, once, in order");
 
     // The dedup memory survived too.
-    let resp = client.post(bin.url(ROUTE)).json(&stream_create("crash-0")).send().await.unwrap();
+    let resp = client
+        .post(bin.url(ROUTE))
+        .json(&stream_create("crash-0"))
+        .send()
+        .await
+        .unwrap();
     let ack: Value = resp.json().await.unwrap();
-    assert_eq!(ack["duplicate"], json!(false), "a new signature on new content is new");
+    assert_eq!(
+        ack["duplicate"],
+        json!(false),
+        "a new signature on new content is new"
+    );
     drop(bin);
 }
 
@@ -112,7 +124,11 @@ async fn a_file_sink_that_cannot_write_keeps_retrying_and_catches_up_without_del
     std::fs::create_dir(app.events_path()).unwrap();
     let mut acked = Vec::new();
     for i in 0..5 {
-        let (status, ack) = json_body(app.post_zego(ROUTE, &stream_create(&format!("blocked-{i}"))).await).await;
+        let (status, ack) = json_body(
+            app.post_zego(ROUTE, &stream_create(&format!("blocked-{i}")))
+                .await,
+        )
+        .await;
         assert_eq!(status, 200);
         acked.push(ack["id"].clone());
     }
@@ -168,7 +184,11 @@ async fn sigkill_under_concurrent_load_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
     let config = dir.path().join("hookrelay.toml");
-    std::fs::write(&config, base_config(dir.path(), "[log]\nformat = \"json\"\n")).unwrap();
+    std::fs::write(
+        &config,
+        base_config(dir.path(), "[log]\nformat = \"json\"\n"),
+    )
+    .unwrap();
     let bin = Binary::start(&config);
     let url = bin.url(ROUTE);
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -182,10 +202,17 @@ async fn sigkill_under_concurrent_load_loses_no_acknowledged_event() {
             let mut i = 0;
             while !stop.is_cancelled() {
                 i += 1;
-                let sent = client.post(&url).json(&stream_create(&format!("load-{worker}-{i}"))).send().await;
+                let sent = client
+                    .post(&url)
+                    .json(&stream_create(&format!("load-{worker}-{i}")))
+                    .send()
+                    .await;
                 match sent {
                     Ok(resp) if resp.status() == 200 => match resp.json::<Value>().await {
-                        Ok(ack) => acked.lock().unwrap().push(ack["id"].as_str().unwrap().to_owned()),
+                        Ok(ack) => acked
+                            .lock()
+                            .unwrap()
+                            .push(ack["id"].as_str().unwrap().to_owned()),
                         Err(_) => {
                             errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
@@ -207,22 +234,30 @@ async fn sigkill_under_concurrent_load_loses_no_acknowledged_event() {
         t.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 50, "the load did not get going ({} acks)", acked.len());
+    assert!(
+        acked.len() > 50,
+        "the load did not get going ({} acks)",
+        acked.len()
+    );
 
     let _bin = Binary::start(&config);
     // Wait until every acknowledged id is in the file (or give up after 20 s).
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let lines = loop {
         let lines = read_lines(&events);
-        let ids: std::collections::HashSet<&str> = lines.iter().filter_map(|l| l["id"].as_str()).collect();
-        if acked.iter().all(|id| ids.contains(id.as_str())) || std::time::Instant::now() > deadline {
+        let ids: std::collections::HashSet<&str> =
+            lines.iter().filter_map(|l| l["id"].as_str()).collect();
+        if acked.iter().all(|id| ids.contains(id.as_str())) || std::time::Instant::now() > deadline
+        {
             break lines;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let mut seen = std::collections::HashMap::<String, usize>::new();
     for l in &lines {
-        *seen.entry(l["id"].as_str().unwrap().to_owned()).or_default() += 1;
+        *seen
+            .entry(l["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
     }
     let lost = acked.iter().filter(|id| !seen.contains_key(*id)).count();
     let duplicated = seen.values().filter(|n| **n > 1).count();

@@ -132,7 +132,8 @@ impl TestApp {
     }
 
     pub async fn post_zego(&self, family_path: &str, payload: &Value) -> reqwest::Response {
-        self.post(family_path, serde_json::to_vec(payload).unwrap()).await
+        self.post(family_path, serde_json::to_vec(payload).unwrap())
+            .await
     }
 
     pub async fn post_netease(&self, body: &str, headers: &[(&str, String)]) -> reqwest::Response {
@@ -173,7 +174,11 @@ pub async fn wait_for_lines(path: &Path, n: usize) -> Vec<Value> {
             return lines;
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("expected {n} events in {}, found {}", path.display(), lines.len());
+            panic!(
+                "expected {n} events in {}, found {}",
+                path.display(),
+                lines.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -189,11 +194,17 @@ pub fn read_lines(path: &Path) -> Vec<Value> {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// Adds lowercase timestamp/nonce/signature (stream, compose) signed with `secret` at `ts`.

@@ -17,7 +17,8 @@ fn http_sink(name: &str, url: &str, extra: &str) -> String {
 
 fn verify(r: &crate::receiver::Received) -> Value {
     let wh = standardwebhooks::Webhook::new(SECRET).unwrap();
-    wh.verify(&r.body, &r.headers).expect("signature verifies with a Standard Webhooks library");
+    wh.verify(&r.body, &r.headers)
+        .expect("signature verifies with a Standard Webhooks library");
     let envelope: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(r.headers["webhook-id"], envelope["id"].as_str().unwrap());
     assert_eq!(r.headers["x-team"], "media");
@@ -27,23 +28,44 @@ fn verify(r: &crate::receiver::Received) -> Value {
 #[tokio::test]
 async fn after_an_outage_every_event_arrives_signed_and_the_backlog_drains_quickly() {
     let receiver = TestReceiver::start(Mode::Status(503)).await;
-    let app = spawn_app_with(&http_sink("billing", &receiver.url(), "headers = { \"X-Team\" = \"media\" }")).await;
+    let app = spawn_app_with(&http_sink(
+        "billing",
+        &receiver.url(),
+        "headers = { \"X-Team\" = \"media\" }",
+    ))
+    .await;
     let mut acked = Vec::new();
     for i in 0..30 {
-        let (status, ack) = json_body(app.post_zego(ROUTE, &stream_create(&format!("outage-{i}"))).await).await;
+        let (status, ack) = json_body(
+            app.post_zego(ROUTE, &stream_create(&format!("outage-{i}")))
+                .await,
+        )
+        .await;
         assert_eq!(status, 200, "acks never wait for a failing sink");
         acked.push(ack["id"].as_str().unwrap().to_owned());
     }
     // The downstream stays down for a few seconds; the worker probes, it does not hammer.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let hits_while_down = receiver.hits();
-    assert!(hits_while_down < 10, "a failing sink is probed one event at a time ({hits_while_down} hits)");
+    assert!(
+        hits_while_down < 10,
+        "a failing sink is probed one event at a time ({hits_while_down} hits)"
+    );
     receiver.set_mode(Mode::Status(200));
     let recovered = Instant::now();
-    let got = receiver.wait_for(acked.len(), Duration::from_secs(30)).await;
+    let got = receiver
+        .wait_for(acked.len(), Duration::from_secs(30))
+        .await;
     let drained = recovered.elapsed();
-    eprintln!("outage test: {} events, drained {:?} after recovery", acked.len(), drained);
-    let ids: Vec<String> = got.iter().map(|r| verify(r)["id"].as_str().unwrap().to_owned()).collect();
+    eprintln!(
+        "outage test: {} events, drained {:?} after recovery",
+        acked.len(),
+        drained
+    );
+    let ids: Vec<String> = got
+        .iter()
+        .map(|r| verify(r)["id"].as_str().unwrap().to_owned())
+        .collect();
     let mut unique = ids.clone();
     unique.dedup();
     assert_eq!(unique, acked, "every event, in order");
@@ -72,7 +94,11 @@ async fn a_410_dead_letters_the_event_and_a_replay_delivers_it_once_fixed() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let listed = loop {
         let out = cli(&["dead-letters", "list", "--sink", "gone", "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -95,12 +121,24 @@ async fn a_410_dead_letters_the_event_and_a_replay_delivers_it_once_fixed() {
     assert_eq!(shown["id"], id.as_str());
     assert!(String::from_utf8_lossy(&out.stderr).contains("sink gone: dead-letter"));
 
-    assert_eq!(cli(&["events", "show", "no-such-id"]).status.code(), Some(1));
-    assert_eq!(cli(&["dead-letters", "list", "--sink", "nope"]).status.code(), Some(1));
+    assert_eq!(
+        cli(&["events", "show", "no-such-id"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        cli(&["dead-letters", "list", "--sink", "nope"])
+            .status
+            .code(),
+        Some(1)
+    );
 
     receiver.set_mode(Mode::Status(200));
     let out = cli(&["dead-letters", "replay", "--sink", "gone", "--all"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = receiver.wait_for(1, Duration::from_secs(20)).await;
     let envelope: Value = serde_json::from_slice(&got[0].body).unwrap();
     assert_eq!(envelope["id"], id.as_str());
@@ -114,7 +152,10 @@ async fn a_410_dead_letters_the_event_and_a_replay_delivers_it_once_fixed() {
         assert!(Instant::now() < deadline, "dead letter not cleared");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(cli(&["dead-letters", "replay", "--all"]).status.code(), Some(1));
+    assert_eq!(
+        cli(&["dead-letters", "replay", "--all"]).status.code(),
+        Some(1)
+    );
     app.stop().await;
 }
 
@@ -130,10 +171,17 @@ async fn a_hanging_downstream_times_out_without_delaying_other_sinks_or_acks() {
     let app = spawn_app_with(&sinks).await;
     let started = Instant::now();
     for i in 0..10 {
-        let (status, _) = json_body(app.post_zego(ROUTE, &stream_create(&format!("hang-{i}"))).await).await;
+        let (status, _) = json_body(
+            app.post_zego(ROUTE, &stream_create(&format!("hang-{i}")))
+                .await,
+        )
+        .await;
         assert_eq!(status, 200);
     }
-    assert!(started.elapsed() < Duration::from_secs(5), "acks do not wait for sinks");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "acks do not wait for sinks"
+    );
     let got = ok.wait_for(10, Duration::from_secs(10)).await;
     for r in &got {
         verify(r);
@@ -141,7 +189,11 @@ async fn a_hanging_downstream_times_out_without_delaying_other_sinks_or_acks() {
     assert_eq!(app.wait_for_events(10).await.len(), 10);
     // The hanging sink keeps being probed after timeouts (500 ms each).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(hang.hits() >= 2, "timed-out requests are retried ({} hits)", hang.hits());
+    assert!(
+        hang.hits() >= 2,
+        "timed-out requests are retried ({} hits)",
+        hang.hits()
+    );
     app.stop().await;
 }
 
@@ -167,7 +219,10 @@ async fn after_max_attempts_an_event_moves_to_dead_letters_with_its_last_error()
             assert_eq!(row["last_error"], "HTTP 500");
             break;
         }
-        assert!(Instant::now() < deadline, "no dead letter after max_attempts");
+        assert!(
+            Instant::now() < deadline,
+            "no dead letter after max_attempts"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(receiver.hits(), 2);

@@ -13,10 +13,21 @@ async fn healthz_answers_200_while_serving() {
 async fn unknown_routes_and_wrong_methods_get_json_errors() {
     let app = spawn_app().await;
     let (status, body) = json_body(app.post("/callbacks/zego/nope", "{}").await).await;
-    assert_eq!((status, body), (404, json!({"ok": false, "error": "not_found"})));
-    let resp = app.client.get(app.url("/callbacks/zego/stream")).send().await.unwrap();
+    assert_eq!(
+        (status, body),
+        (404, json!({"ok": false, "error": "not_found"}))
+    );
+    let resp = app
+        .client
+        .get(app.url("/callbacks/zego/stream"))
+        .send()
+        .await
+        .unwrap();
     let (status, body) = json_body(resp).await;
-    assert_eq!((status, body), (405, json!({"ok": false, "error": "method_not_allowed"})));
+    assert_eq!(
+        (status, body),
+        (405, json!({"ok": false, "error": "method_not_allowed"}))
+    );
     app.stop().await;
 }
 
@@ -44,7 +55,14 @@ async fn with_no_apps_configured_every_callback_is_refused_as_unknown_app() {
         dir.path().join("spool").display()
     );
     let app = spawn_app_in(dir, &text).await;
-    let (status, body) = json_body(app.post_zego("/callbacks/zego/stream", &stream_create("x")).await).await;
-    assert_eq!((status, body), (401, json!({"ok": false, "error": "unknown_app"})));
+    let (status, body) = json_body(
+        app.post_zego("/callbacks/zego/stream", &stream_create("x"))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (401, json!({"ok": false, "error": "unknown_app"}))
+    );
     app.stop().await;
 }

@@ -34,7 +34,9 @@ async fn every_cloud_play_event_type_gets_its_kind() {
     let mut sent = Vec::new();
     for (event_type, _) in cases {
         let body = cloud_play(event_type, &format!("task-{event_type}"));
-        let resp = app.post_netease(&body, &netease_headers(&body, NETEASE_SECRET)).await;
+        let resp = app
+            .post_netease(&body, &netease_headers(&body, NETEASE_SECRET))
+            .await;
         let (status, ack) = json_body(resp).await;
         assert_eq!(status, 200, "{event_type}: {ack}");
         assert_eq!(ack["duplicate"], false);
@@ -56,12 +58,21 @@ async fn every_cloud_play_event_type_gets_its_kind() {
 async fn the_console_probe_is_answered_200_and_stores_nothing() {
     let app = spawn_app().await;
     for body in ["{}", ""] {
-        let (status, ack) = json_body(app.post_netease(body, &netease_headers(body, NETEASE_SECRET)).await).await;
-        assert_eq!((status, ack), (200, json!({"ok": true, "id": null, "duplicate": false})), "{body:?}");
+        let (status, ack) = json_body(
+            app.post_netease(body, &netease_headers(body, NETEASE_SECRET))
+                .await,
+        )
+        .await;
+        assert_eq!(
+            (status, ack),
+            (200, json!({"ok": true, "id": null, "duplicate": false})),
+            "{body:?}"
+        );
     }
     // Only the marker reaches the sink.
     let body = cloud_play(503, "marker");
-    app.post_netease(&body, &netease_headers(&body, NETEASE_SECRET)).await;
+    app.post_netease(&body, &netease_headers(&body, NETEASE_SECRET))
+        .await;
     let events = app.wait_for_events(1).await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["event"]["taskId"], "marker");
@@ -72,7 +83,11 @@ async fn the_console_probe_is_answered_200_and_stores_nothing() {
 async fn an_authentic_body_that_is_not_json_is_stored_as_unknown_with_its_text() {
     let app = spawn_app().await;
     let body = include_str!("../fixtures/seeds/netease_cloud_play_505_invalid.txt");
-    let (status, ack) = json_body(app.post_netease(body, &netease_headers(body, NETEASE_SECRET)).await).await;
+    let (status, ack) = json_body(
+        app.post_netease(body, &netease_headers(body, NETEASE_SECRET))
+            .await,
+    )
+    .await;
     assert_eq!(status, 200, "{ack}");
     let events = app.wait_for_events(1).await;
     assert_eq!(events[0]["kind"], "unknown");
@@ -87,14 +102,20 @@ async fn a_body_changed_in_transit_is_refused_with_bad_signature() {
     let headers = netease_headers(&body, NETEASE_SECRET);
     let tampered = body.replace("\"t\"", "\"evil\"");
     let (status, ack) = json_body(app.post_netease(&tampered, &headers).await).await;
-    assert_eq!((status, ack), (401, json!({"ok": false, "error": "bad_signature"})));
+    assert_eq!(
+        (status, ack),
+        (401, json!({"ok": false, "error": "bad_signature"}))
+    );
 
     // Recomputing the MD5 does not help without the secret.
     let mut headers = netease_headers(&tampered, "guess");
     headers.retain(|(k, _)| *k != "AppKey");
     headers.push(("AppKey", NETEASE_APP.to_owned()));
     let (status, ack) = json_body(app.post_netease(&tampered, &headers).await).await;
-    assert_eq!((status, ack), (401, json!({"ok": false, "error": "bad_signature"})));
+    assert_eq!(
+        (status, ack),
+        (401, json!({"ok": false, "error": "bad_signature"}))
+    );
     app.stop().await;
 }
 
@@ -103,7 +124,10 @@ async fn missing_signing_headers_stale_time_and_unknown_app_are_refused() {
     let app = spawn_app().await;
     let body = cloud_play(503, "t");
     let (status, ack) = json_body(app.post_netease(&body, &[]).await).await;
-    assert_eq!((status, ack), (401, json!({"ok": false, "error": "missing_signature"})));
+    assert_eq!(
+        (status, ack),
+        (401, json!({"ok": false, "error": "missing_signature"}))
+    );
 
     let md5 = hookrelay::verify::netease::body_md5(body.as_bytes());
     let old = (now_ms() - 3_600_000).to_string();
@@ -111,15 +135,24 @@ async fn missing_signing_headers_stale_time_and_unknown_app_are_refused() {
         ("AppKey", NETEASE_APP.to_owned()),
         ("CurTime", old.clone()),
         ("MD5", md5.clone()),
-        ("CheckSum", hookrelay::verify::netease::checksum(NETEASE_SECRET, &md5, &old)),
+        (
+            "CheckSum",
+            hookrelay::verify::netease::checksum(NETEASE_SECRET, &md5, &old),
+        ),
     ];
     let (status, ack) = json_body(app.post_netease(&body, &headers).await).await;
-    assert_eq!((status, ack), (401, json!({"ok": false, "error": "stale_timestamp"})));
+    assert_eq!(
+        (status, ack),
+        (401, json!({"ok": false, "error": "stale_timestamp"}))
+    );
 
     let mut headers = netease_headers(&body, NETEASE_SECRET);
     headers[0].1 = "other-app".into();
     let (status, ack) = json_body(app.post_netease(&body, &headers).await).await;
-    assert_eq!((status, ack), (401, json!({"ok": false, "error": "unknown_app"})));
+    assert_eq!(
+        (status, ack),
+        (401, json!({"ok": false, "error": "unknown_app"}))
+    );
     app.stop().await;
 }
 
@@ -138,7 +171,11 @@ async fn without_an_appkey_header_the_only_netease_app_is_used_and_header_case_d
         .collect();
     let (status, ack) = json_body(app.post_netease(&body, &headers).await).await;
     assert_eq!(status, 200, "{ack}");
-    let (status, dup) = json_body(app.post_netease(&body, &netease_headers(&body, NETEASE_SECRET)).await).await;
+    let (status, dup) = json_body(
+        app.post_netease(&body, &netease_headers(&body, NETEASE_SECRET))
+            .await,
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(dup["duplicate"], true);
     assert_eq!(dup["id"], ack["id"]);

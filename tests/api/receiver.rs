@@ -85,7 +85,11 @@ impl TestReceiver {
     }
 }
 
-async fn handle(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     let mode = {
         let mut g = inner.lock().unwrap();
         g.hits += 1;
@@ -99,7 +103,11 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body
         Mode::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap();
             if status.is_success() {
-                inner.lock().unwrap().received.push(Received { headers, body });
+                inner
+                    .lock()
+                    .unwrap()
+                    .received
+                    .push(Received { headers, body });
             }
             status
         }

@@ -28,7 +28,10 @@ async fn the_vendor_compose_example_is_stored_as_kind_compose_with_no_event_time
     assert_eq!(e["event_time_ms"], serde_json::Value::Null);
     assert_eq!(e["event"]["task_id"], "task_id");
     assert_eq!(e["event"]["file_id"], "5285890813218549789");
-    assert!(e["event"].get("signature").is_none(), "signing fields stay out of the typed event");
+    assert!(
+        e["event"].get("signature").is_none(),
+        "signing fields stay out of the typed event"
+    );
     app.stop().await;
 }
 
@@ -41,6 +44,9 @@ async fn compose_callbacks_are_verified_like_every_zego_family() {
         now_secs(),
     );
     let (status, body) = json_body(app.post_zego(ROUTE, &payload).await).await;
-    assert_eq!((status, body), (401, json!({"ok": false, "error": "bad_signature"})));
+    assert_eq!(
+        (status, body),
+        (401, json!({"ok": false, "error": "bad_signature"}))
+    );
     app.stop().await;
 }

@@ -20,7 +20,18 @@ async fn signed_stream_create_is_stored_acknowledged_and_reaches_the_file_sink()
     keys.sort();
     assert_eq!(
         keys,
-        ["app_id", "dedup_key", "event", "event_time_ms", "family", "id", "kind", "provider", "raw", "received_at"]
+        [
+            "app_id",
+            "dedup_key",
+            "event",
+            "event_time_ms",
+            "family",
+            "id",
+            "kind",
+            "provider",
+            "raw",
+            "received_at"
+        ]
     );
     assert_eq!(e["id"], id.as_str());
     assert_eq!(e["provider"], "zego");
@@ -31,7 +42,13 @@ async fn signed_stream_create_is_stored_acknowledged_and_reaches_the_file_sink()
         e["event_time_ms"].as_i64().unwrap().to_string(),
         payload["create_time_ms"].as_str().unwrap()
     );
-    assert!(e["dedup_key"].as_str().unwrap().chars().all(|c| c.is_ascii_hexdigit()));
+    assert!(
+        e["dedup_key"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .all(|c| c.is_ascii_hexdigit())
+    );
     assert_eq!(e["event"]["stream_id"], "s1");
     assert_eq!(e["event"]["stream_seq"], 1, "numbers are normalized");
     assert_eq!(e["raw"], payload, "raw is the payload as received");
@@ -80,7 +97,10 @@ async fn a_captured_signature_carrying_another_body_is_refused_as_replayed() {
     let mut forged = payload.clone();
     forged["stream_id"] = json!("attacker_stream");
     let (status, body) = json_body(app.post_zego(ROUTE, &forged).await).await;
-    assert_eq!((status, body), (401, json!({"ok": false, "error": "replayed_signature"})));
+    assert_eq!(
+        (status, body),
+        (401, json!({"ok": false, "error": "replayed_signature"}))
+    );
     app.stop().await;
 }
 
@@ -93,7 +113,10 @@ async fn a_wrong_signature_is_refused_with_401_bad_signature() {
         now_secs(),
     );
     let (status, body) = json_body(app.post_zego(ROUTE, &payload).await).await;
-    assert_eq!((status, body), (401, json!({"ok": false, "error": "bad_signature"})));
+    assert_eq!(
+        (status, body),
+        (401, json!({"ok": false, "error": "bad_signature"}))
+    );
     app.stop().await;
 }
 
@@ -106,16 +129,23 @@ async fn a_correctly_signed_but_old_callback_is_refused_as_stale() {
         now_secs() - 3600,
     );
     let (status, body) = json_body(app.post_zego(ROUTE, &payload).await).await;
-    assert_eq!((status, body), (401, json!({"ok": false, "error": "stale_timestamp"})));
+    assert_eq!(
+        (status, body),
+        (401, json!({"ok": false, "error": "stale_timestamp"}))
+    );
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_callback_without_signing_fields_is_refused_as_missing_signature() {
     let app = spawn_app().await;
-    let payload = json!({"event": "stream_create", "appid": ZEGO_APP, "stream_id": "x", "timestamp": "1"});
+    let payload =
+        json!({"event": "stream_create", "appid": ZEGO_APP, "stream_id": "x", "timestamp": "1"});
     let (status, body) = json_body(app.post_zego(ROUTE, &payload).await).await;
-    assert_eq!((status, body), (401, json!({"ok": false, "error": "missing_signature"})));
+    assert_eq!(
+        (status, body),
+        (401, json!({"ok": false, "error": "missing_signature"}))
+    );
     app.stop().await;
 }
 
@@ -128,7 +158,10 @@ async fn a_callback_for_an_unconfigured_app_is_refused_as_unknown_app() {
         now_secs(),
     );
     let (status, body) = json_body(app.post_zego(ROUTE, &payload).await).await;
-    assert_eq!((status, body), (401, json!({"ok": false, "error": "unknown_app"})));
+    assert_eq!(
+        (status, body),
+        (401, json!({"ok": false, "error": "unknown_app"}))
+    );
     app.stop().await;
 }
 
@@ -137,7 +170,11 @@ async fn a_body_that_is_neither_json_nor_form_is_refused_as_malformed() {
     let app = spawn_app().await;
     for body in ["not json at all", "", "{\"event\": ", "a=1&&b"] {
         let (status, resp) = json_body(app.post(ROUTE, body).await).await;
-        assert_eq!((status, resp), (400, json!({"ok": false, "error": "malformed_body"})), "body {body:?}");
+        assert_eq!(
+            (status, resp),
+            (400, json!({"ok": false, "error": "malformed_body"})),
+            "body {body:?}"
+        );
     }
     app.stop().await;
 }
@@ -148,7 +185,10 @@ async fn a_body_over_the_limit_is_refused_with_413() {
     let mut payload = stream_create("big");
     payload["extra_info"] = json!("x".repeat(2000));
     let (status, body) = json_body(app.post_zego(ROUTE, &payload).await).await;
-    assert_eq!((status, body), (413, json!({"ok": false, "error": "payload_too_large"})));
+    assert_eq!(
+        (status, body),
+        (413, json!({"ok": false, "error": "payload_too_large"}))
+    );
     app.stop().await;
 }
 
@@ -174,7 +214,10 @@ async fn form_encoded_callbacks_are_decoded_with_plus_as_space() {
     let events = app.wait_for_events(1).await;
     assert_eq!(events[0]["raw"]["title"], "my title+1");
     assert_eq!(events[0]["raw"]["nonce"], nonce);
-    assert_eq!(events[0]["event"]["rtmp_url"], json!(["rtmp://a", "rtmp://b"]));
+    assert_eq!(
+        events[0]["event"]["rtmp_url"],
+        json!(["rtmp://a", "rtmp://b"])
+    );
     app.stop().await;
 }
 
@@ -219,10 +262,26 @@ async fn a_nineteen_digit_numeric_nonce_verifies_exactly() {
 async fn stream_siblings_and_unknown_events_keep_their_event_name_as_kind() {
     let app = spawn_app().await;
     let cases = [
-        (json!({"event": "stream_close", "appid": ZEGO_APP, "stream_id": "c1", "type": "1", "destroy_timemillis": "1666786067123"}), "stream_close", Some(1666786067123i64)),
-        (json!({"event": "room_login", "appid": ZEGO_APP, "room_id": "r1", "login_time": "1499676978027", "session_id": "6085791336856668982"}), "room_login", Some(1499676978027)),
-        (json!({"event": "mix_start", "appid": ZEGO_APP, "task_id": "t:1", "seq": "3"}), "mix_start", None),
-        (json!({"event": "brand_new_event", "appid": ZEGO_APP, "whatever": {"nested": 1}}), "brand_new_event", None),
+        (
+            json!({"event": "stream_close", "appid": ZEGO_APP, "stream_id": "c1", "type": "1", "destroy_timemillis": "1666786067123"}),
+            "stream_close",
+            Some(1666786067123i64),
+        ),
+        (
+            json!({"event": "room_login", "appid": ZEGO_APP, "room_id": "r1", "login_time": "1499676978027", "session_id": "6085791336856668982"}),
+            "room_login",
+            Some(1499676978027),
+        ),
+        (
+            json!({"event": "mix_start", "appid": ZEGO_APP, "task_id": "t:1", "seq": "3"}),
+            "mix_start",
+            None,
+        ),
+        (
+            json!({"event": "brand_new_event", "appid": ZEGO_APP, "whatever": {"nested": 1}}),
+            "brand_new_event",
+            None,
+        ),
     ];
     for (payload, _, _) in &cases {
         let signed = sign_lower(payload.clone(), ZEGO_SECRET, now_secs());
