@@ -43,6 +43,16 @@ pub enum Command {
     /// Look at stored events.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Validate a config and print the effective settings, secrets redacted.
+    CheckConfig(ConfigArg),
+    /// Exit 0 if a local hookrelay answers /healthz (for container HEALTHCHECKs; no curl needed).
+    Healthcheck {
+        /// The health URL. Default: http://127.0.0.1:<port of server.listen>/healthz.
+        #[arg(long)]
+        url: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +109,48 @@ pub fn run_admin(command: Command) -> ExitCode {
 fn admin(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(_) => anyhow::bail!("serve is not an operator verb"),
+        Command::CheckConfig(config) => {
+            let config = config.load()?;
+            print!("{}", toml::to_string_pretty(&config)?);
+            eprintln!(
+                "config is valid: {} app(s), {} sink(s)",
+                config.apps.len(),
+                config.sinks.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Healthcheck { url, config } => {
+            let url = match url {
+                Some(u) => u,
+                None => {
+                    let port = config.load()?.server.listen.port();
+                    format!("http://127.0.0.1:{port}/healthz")
+                }
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let status = runtime.block_on(async {
+                reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(3))
+                    .build()?
+                    .get(&url)
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            });
+            match status {
+                Ok(s) if s.is_success() => Ok(ExitCode::SUCCESS),
+                Ok(s) => {
+                    eprintln!("unhealthy: {url} answered {s}");
+                    Ok(ExitCode::from(1))
+                }
+                Err(e) => {
+                    eprintln!("unhealthy: {url}: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
         Command::DeadLetters(DeadLettersCommand::List { config, sink, json }) => {
             let config = config.load()?;
             check_sink(&config, sink.as_deref())?;

@@ -121,11 +121,15 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, ip.to_canonical()) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -357,15 +361,29 @@ impl Config {
                 .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
             merge(&mut table, file);
         }
-        apply_env(&mut table, env)?;
-        Self::from_table(table)
+        let from_env = apply_env(&mut table, env)?;
+        Self::from_table(table, &from_env)
     }
 
-    fn from_table(table: toml::Table) -> anyhow::Result<Config> {
+    /// `from_env` maps a key path (`server.listen`) to the variable that set it,
+    /// so an error in a value that came from the environment names the variable.
+    fn from_table(table: toml::Table, from_env: &[(String, String)]) -> anyhow::Result<Config> {
         let raw: RawConfig =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();
-                anyhow!("invalid config at `{path}`: {}", e.into_inner().message())
+                let var = from_env
+                    .iter()
+                    .find(|(p, _)| {
+                        *p == path
+                            || path.starts_with(&format!("{p}."))
+                            || p.starts_with(&format!("{path}."))
+                    })
+                    .map(|(_, v)| format!(" (set by environment variable `{v}`)"))
+                    .unwrap_or_default();
+                anyhow!(
+                    "invalid config at `{path}`{var}: {}",
+                    e.into_inner().message()
+                )
             })?;
         raw.validate()
     }
@@ -559,7 +577,8 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut applied = Vec::new();
     let mut vars: Vec<(String, String)> = env
         .into_iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_NOT_SETTINGS.contains(&k.as_str()))
@@ -578,8 +597,20 @@ fn apply_env(
         let parsed = parse_env_value(&value);
         set_path(table, &path, parsed)
             .map_err(|e| anyhow!("invalid environment variable `{name}`: {e}"))?;
+        let dotted = path.iter().fold(String::new(), |mut acc, part| {
+            if part.parse::<usize>().is_ok() {
+                acc.push_str(&format!("[{part}]"));
+            } else {
+                if !acc.is_empty() {
+                    acc.push('.');
+                }
+                acc.push_str(part);
+            }
+            acc
+        });
+        applied.push((dotted, name));
     }
-    Ok(())
+    Ok(applied)
 }
 
 fn parse_env_value(value: &str) -> toml::Value {
@@ -663,7 +694,15 @@ mod tests {
     #[test]
     fn unknown_environment_variable_is_an_error_naming_it() {
         let err = load_str("", &[("HOOKRELAY_SERVER__LISTN", "1.2.3.4:1")]).unwrap_err();
-        assert!(format!("{err:#}").contains("listn"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("HOOKRELAY_SERVER__LISTN"),
+            "{err:#}"
+        );
+        let err = load_str("", &[("HOOKRELAY_NOSUCHSECTION__KEY", "1")]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("HOOKRELAY_NOSUCHSECTION__KEY"),
+            "{err:#}"
+        );
     }
 
     #[test]
@@ -737,7 +776,11 @@ mod tests {
 
     #[test]
     fn allowed_ips_take_a_list_or_a_table_per_provider() {
-        let c = load_str("[server]\nallowed_ips = [\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.7\"]\n", &[]).unwrap();
+        let c = load_str(
+            "[server]\nallowed_ips = [\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.7\"]\n",
+            &[],
+        )
+        .unwrap();
         let a = c.server.allowed_ips.unwrap();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert!(a.allows(Provider::Zego, ip("10.1.2.3")));
@@ -746,15 +789,27 @@ mod tests {
         assert!(a.allows(Provider::Zego, ip("192.0.2.7")));
         assert!(!a.allows(Provider::Zego, ip("192.0.2.8")));
         assert!(!a.allows(Provider::Zego, ip("11.0.0.1")));
-        let c = load_str("[server]\nallowed_ips = { zego = [\"127.0.0.0/8\"] }\n", &[]).unwrap();
+        let c = load_str(
+            "[server]\nallowed_ips = { zego = [\"127.0.0.0/8\"] }\n",
+            &[],
+        )
+        .unwrap();
         let a = c.server.allowed_ips.unwrap();
         assert!(a.allows(Provider::Zego, ip("127.0.0.1")));
         assert!(!a.allows(Provider::Zego, ip("10.0.0.1")));
-        assert!(a.allows(Provider::Netease, ip("10.0.0.1")), "netease not restricted");
+        assert!(
+            a.allows(Provider::Netease, ip("10.0.0.1")),
+            "netease not restricted"
+        );
         assert!(load_str("[server]\nallowed_ips = { zeg = [\"1.2.3.4\"] }\n", &[]).is_err());
         assert!(load_str("[server]\nallowed_ips = [\"10.0.0.0/33\"]\n", &[]).is_err());
         let all = load_str("[server]\nallowed_ips = [\"0.0.0.0/0\"]\n", &[]).unwrap();
-        assert!(all.server.allowed_ips.unwrap().allows(Provider::Zego, ip("8.8.8.8")));
+        assert!(
+            all.server
+                .allowed_ips
+                .unwrap()
+                .allows(Provider::Zego, ip("8.8.8.8"))
+        );
     }
 
     #[test]

@@ -39,7 +39,11 @@ pub struct Delivery {
 
 impl Delivery {
     /// Starts one worker per sink.
-    pub fn start(sinks: Vec<Sink>, spool: &Spool, metrics: Arc<Metrics>) -> Result<Delivery, SpoolError> {
+    pub fn start(
+        sinks: Vec<Sink>,
+        spool: &Spool,
+        metrics: Arc<Metrics>,
+    ) -> Result<Delivery, SpoolError> {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         for sink in sinks {

@@ -7,10 +7,10 @@ use crate::config::Config;
 use crate::decode::{self, DecodeError};
 use crate::error::IngestError;
 use crate::event::{self, Envelope};
+use crate::metrics::Metrics;
 use crate::providers::{self, Family, Provider, lenient};
 use crate::spool::{self, Appended, NewEvent, Spool};
 use crate::verify::{self, VerifyError, zego::Casing};
-use crate::metrics::Metrics;
 use axum::Json;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -111,6 +111,9 @@ pub async fn zego(state: &AppState, family: Family, body: Bytes) -> Result<Json<
         now,
         config.server.timestamp_tolerance_secs,
     )?;
+    state
+        .metrics
+        .secret_match("zego", &app.app_id, verified.secret_position());
     let sig_key = event::signature_key(
         &app.app_id,
         &fields.timestamp,

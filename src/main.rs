@@ -18,9 +18,10 @@ fn main() -> ExitCode {
 }
 
 #[tokio::main]
-async fn serve(config: hookrelay::cli::ConfigArg) -> anyhow::Result<()> {
-    let config = config.load()?;
+async fn serve(config_arg: hookrelay::cli::ConfigArg) -> anyhow::Result<()> {
+    let config = config_arg.load()?;
     hookrelay::telemetry::init(&config.log);
     let app = Application::build(config).await?;
+    app.reload_on_sighup(move || config_arg.load());
     app.run_until_stopped(hookrelay::shutdown::signal()).await
 }

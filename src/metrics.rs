@@ -202,7 +202,10 @@ impl Metrics {
         registry.register(
             "hookrelay_build",
             "Build information",
-            Info::new(vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]),
+            Info::new(vec![(
+                "version".to_owned(),
+                env!("CARGO_PKG_VERSION").to_owned(),
+            )]),
         );
         registry.register(
             "hookrelay_secret_matches",
@@ -370,7 +373,9 @@ impl Metrics {
             } else {
                 0.0
             };
-            self.spool_oldest_pending_seconds.get_or_create(&label).set(age);
+            self.spool_oldest_pending_seconds
+                .get_or_create(&label)
+                .set(age);
         }
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.

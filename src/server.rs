@@ -187,7 +187,10 @@ pub fn router(state: AppState, config: &Config) -> Router {
         post(move |State(s): State<AppState>, req: Request| callback(s, family, req))
     };
     Router::new()
-        .route("/callbacks/zego/cloud-player", callback(Family::CloudPlayer))
+        .route(
+            "/callbacks/zego/cloud-player",
+            callback(Family::CloudPlayer),
+        )
         .route("/callbacks/zego/stream", callback(Family::Stream))
         .route("/callbacks/zego/compose", callback(Family::Compose))
         .route("/callbacks/netease/cloud-play", callback(Family::CloudPlay))
@@ -276,14 +279,16 @@ fn body_error(e: axum::Error) -> IngestError {
 /// entries to its left are whatever the client chose to send).
 fn client_ip(parts: &axum::http::request::Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
     if trust_forwarded_for {
+        // The rightmost entry only: if it does not parse, fall back to the
+        // peer rather than trusting an entry the client wrote.
         let forwarded = parts
             .headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .last();
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|s| s.trim().parse::<IpAddr>().ok());
         if forwarded.is_some() {
             return forwarded;
         }

@@ -6,6 +6,7 @@ mod durability;
 mod http_sink;
 mod http_surface;
 mod netease_cloud_play;
+mod operations;
 mod zego_cloud_player;
 mod zego_compose;
 mod zego_stream;

@@ -1,0 +1,953 @@
+//! `hookrelay send`: correctly signed callbacks, the way the vendors send them.
+//!
+//! For trying a running hookrelay by hand (`hookrelay send --kind stream_close`)
+//! and for feeding load tools (`--emit N --out FILE` writes N distinct signed
+//! requests as JSON Lines instead of sending anything). Payloads follow the
+//! vendors' documented shapes with fresh values: unique resource ids (stream
+//! ids, PlayerIds, taskIds...), the current time in each field's unit, and a
+//! fresh random nonce, so each generated request is a new event that a
+//! receiver with timestamp checks accepts.
+//!
+//! `--body FILE` sends a given payload instead: ZEGO bodies get their signing
+//! fields (either casing) replaced by fresh ones; NetEase bodies are sent
+//! byte for byte with `MD5`/`CheckSum` computed over exactly those bytes.
+
+use crate::config::{App, Config};
+use crate::providers::{Family, Provider};
+use crate::verify::{netease, zego};
+use anyhow::{Context, anyhow, bail};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `hookrelay send`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Kinds per family:
+  stream:       stream_create (default), stream_close, room_login, room_logout,
+                room_create, room_close, mix_start, mix_stop, record
+  compose:      compose
+  cloud-player: player_created (default), player_destroyed, player_status_changed,
+                player_exception, upload_succeeded, upload_failed,
+                upload_status_changed, upload_cancel_failed, upload_exception,
+                upload_expired (or the EventType number)
+  cloud-play:   task_created, task_updated, task_destroyed, play_started (default),
+                play_finished, play_error, play_paused, play_resumed (or 500-507)
+
+Examples:
+  hookrelay send --config config/example.toml
+  hookrelay send --config config/example.toml --family cloud-play --kind play_error
+  hookrelay send --config config/example.toml --repeat 2        # the second is duplicate:true
+  hookrelay send --config config/example.toml --emit 100000 --out /tmp/requests.jsonl")]
+pub struct SendArgs {
+    /// Config file naming the app and its secret (the first app of the
+    /// family's provider is used unless --app-id says otherwise).
+    #[arg(long, env = "HOOKRELAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The ZEGO AppID or NetEase AppKey to sign for.
+    #[arg(long)]
+    pub app_id: Option<String>,
+    /// Which callback route to send to.
+    #[arg(long, value_enum, default_value_t = FamilyArg::Stream)]
+    pub family: FamilyArg,
+    /// The event kind (see below); defaults to the family's most common one.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Base URL of hookrelay; the route path is appended. Defaults to the
+    /// config's `server.listen` (a wildcard address becomes 127.0.0.1).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Send this payload instead of a generated one (ZEGO: re-signed afresh;
+    /// NetEase: sent byte for byte, MD5 and CheckSum computed over it).
+    #[arg(long)]
+    pub body: Option<PathBuf>,
+    /// How many different events to send (each newly generated and signed).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Send each request this many times, byte for byte: every repeat after
+    /// the first is answered duplicate:true.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub repeat: u64,
+    /// Write this many distinct signed requests to --out as JSON Lines
+    /// (`{"route":...,"headers":{...},"body":"..."}`) instead of sending.
+    #[arg(long, requires = "out", conflicts_with_all = ["count", "repeat"])]
+    pub emit: Option<u64>,
+    /// Where --emit writes (`-` for standard output).
+    #[arg(long, requires = "emit")]
+    pub out: Option<PathBuf>,
+    /// Per-request timeout in seconds when sending.
+    #[arg(long, default_value_t = 10)]
+    pub timeout_secs: u64,
+}
+
+/// The callback route families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FamilyArg {
+    /// `/callbacks/zego/stream`
+    Stream,
+    /// `/callbacks/zego/compose`
+    Compose,
+    /// `/callbacks/zego/cloud-player`
+    CloudPlayer,
+    /// `/callbacks/netease/cloud-play`
+    CloudPlay,
+}
+
+impl FamilyArg {
+    pub fn family(self) -> Family {
+        match self {
+            FamilyArg::Stream => Family::Stream,
+            FamilyArg::Compose => Family::Compose,
+            FamilyArg::CloudPlayer => Family::CloudPlayer,
+            FamilyArg::CloudPlay => Family::CloudPlay,
+        }
+    }
+
+    pub fn route(self) -> &'static str {
+        match self {
+            FamilyArg::Stream => "/callbacks/zego/stream",
+            FamilyArg::Compose => "/callbacks/zego/compose",
+            FamilyArg::CloudPlayer => "/callbacks/zego/cloud-player",
+            FamilyArg::CloudPlay => "/callbacks/netease/cloud-play",
+        }
+    }
+
+    fn kinds(self) -> &'static [(&'static str, i64)] {
+        match self {
+            FamilyArg::Stream => &STREAM_KINDS,
+            FamilyArg::Compose => &[("compose", 0)],
+            FamilyArg::CloudPlayer => &CLOUD_PLAYER_KINDS,
+            FamilyArg::CloudPlay => &CLOUD_PLAY_KINDS,
+        }
+    }
+
+    fn default_kind(self) -> &'static str {
+        match self {
+            FamilyArg::Stream => "stream_create",
+            FamilyArg::Compose => "compose",
+            FamilyArg::CloudPlayer => "player_created",
+            FamilyArg::CloudPlay => "play_started",
+        }
+    }
+}
+
+const STREAM_KINDS: [(&str, i64); 9] = [
+    ("stream_create", 0),
+    ("stream_close", 0),
+    ("room_login", 0),
+    ("room_logout", 0),
+    ("room_create", 0),
+    ("room_close", 0),
+    ("mix_start", 0),
+    ("mix_stop", 0),
+    ("record", 0),
+];
+
+const CLOUD_PLAYER_KINDS: [(&str, i64); 10] = [
+    ("player_created", 1),
+    ("player_destroyed", 2),
+    ("player_status_changed", 3),
+    ("player_exception", 4),
+    ("upload_succeeded", 10001),
+    ("upload_failed", 10002),
+    ("upload_status_changed", 10003),
+    ("upload_cancel_failed", 10004),
+    ("upload_exception", 10005),
+    ("upload_expired", 10006),
+];
+
+const CLOUD_PLAY_KINDS: [(&str, i64); 8] = [
+    ("task_created", 500),
+    ("task_updated", 501),
+    ("task_destroyed", 502),
+    ("play_started", 503),
+    ("play_finished", 504),
+    ("play_error", 505),
+    ("play_paused", 506),
+    ("play_resumed", 507),
+];
+
+/// One signed request, ready to send or to hand to a load tool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SignedRequest {
+    /// The route path, e.g. `/callbacks/zego/stream`.
+    pub route: &'static str,
+    /// Header name and value, in sending order.
+    pub headers: Vec<(String, String)>,
+    /// The exact body text.
+    pub body: String,
+}
+
+impl SignedRequest {
+    /// The JSON Lines form: `{"route":...,"headers":{...},"body":"..."}`.
+    pub fn to_json_line(&self) -> String {
+        let headers: Map<String, Value> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let line = json!({"route": self.route, "headers": headers, "body": self.body});
+        // A Value with string keys always serializes.
+        serde_json::to_string(&line).unwrap_or_default()
+    }
+}
+
+/// Makes signed requests of one family and kind for one app.
+#[derive(Debug, Clone)]
+pub struct Generator {
+    family: FamilyArg,
+    kind: &'static str,
+    code: i64,
+    app_id: String,
+    secret: String,
+    /// Distinguishes this generator's ids from every other run's.
+    run: String,
+    run_num: u64,
+    counter: u64,
+}
+
+impl Generator {
+    /// `kind` is a kind name of `family` (or, for the numbered families, its
+    /// number); `None` picks the family's default.
+    pub fn new(family: FamilyArg, kind: Option<&str>, app: &App) -> anyhow::Result<Generator> {
+        if app.provider != family.family().provider() {
+            bail!(
+                "app {} is a {} app, but family {:?} is {}",
+                app.app_id,
+                app.provider.as_str(),
+                family,
+                family.family().provider().as_str()
+            );
+        }
+        let wanted = kind.unwrap_or(family.default_kind());
+        let (kind, code) = family
+            .kinds()
+            .iter()
+            .find(|(name, code)| {
+                *name == wanted || (*code != 0 && wanted.parse::<i64>() == Ok(*code))
+            })
+            .copied()
+            .ok_or_else(|| {
+                let names: Vec<&str> = family.kinds().iter().map(|(n, _)| *n).collect();
+                anyhow!(
+                    "unknown kind `{wanted}` for family {:?}; known: {}",
+                    family,
+                    names.join(", ")
+                )
+            })?;
+        let secret = app
+            .secrets
+            .first()
+            .ok_or_else(|| anyhow!("app {} has no secret", app.app_id))?
+            .expose()
+            .to_owned();
+        let run_num = fastrand::u64(1_000_000_000..10_000_000_000);
+        Ok(Generator {
+            family,
+            kind,
+            code,
+            app_id: app.app_id.clone(),
+            secret,
+            run: format!("{:08x}", fastrand::u32(..)),
+            run_num,
+            counter: 0,
+        })
+    }
+
+    /// The kind name the requests parse to.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// A new event, signed now.
+    pub fn next_request(&mut self) -> SignedRequest {
+        let i = self.counter;
+        self.counter += 1;
+        let now = now_ms();
+        let payload = match self.family {
+            FamilyArg::Stream | FamilyArg::Compose => self.zego_lower(i, now),
+            FamilyArg::CloudPlayer => self.zego_pascal(i, now),
+            FamilyArg::CloudPlay => {
+                let body = self.netease_body(i, now).to_string();
+                return self.sign_netease(body, now);
+            }
+        };
+        self.finish_zego(payload)
+    }
+
+    /// `body` signed afresh: ZEGO bodies lose any signing fields and get new
+    /// ones (the result is compact JSON); NetEase bodies stay byte for byte.
+    pub fn resign(&self, body: &[u8]) -> anyhow::Result<SignedRequest> {
+        match self.family {
+            FamilyArg::CloudPlay => {
+                let text = std::str::from_utf8(body)
+                    .context("the NetEase body must be UTF-8 text")?
+                    .to_owned();
+                Ok(self.sign_netease(text, now_ms()))
+            }
+            _ => {
+                let decoded = crate::decode::decode(body)
+                    .map_err(|e| anyhow!("the body is not a ZEGO payload: {e}"))?
+                    .value;
+                let Value::Object(mut map) = decoded else {
+                    bail!("the body is not a JSON object (nor form fields)");
+                };
+                for key in zego::SIGNING_KEYS {
+                    map.shift_remove(key);
+                }
+                Ok(self.finish_zego(map))
+            }
+        }
+    }
+
+    fn app_id_value(&self) -> Value {
+        // The numeric-typed callbacks send AppID as a number when it is one.
+        match self.app_id.parse::<u64>() {
+            Ok(n) => json!(n),
+            Err(_) => json!(self.app_id),
+        }
+    }
+
+    /// Adds the signing fields in the family's casing, then serializes.
+    fn finish_zego(&self, mut payload: Map<String, Value>) -> SignedRequest {
+        let ts = (now_ms() / 1000).to_string();
+        let nonce = nonce();
+        let signature = zego::sign(&self.secret, &ts, &nonce);
+        let [t, n, s] = match self.family {
+            FamilyArg::CloudPlayer => ["Timestamp", "Nonce", "Signature"],
+            _ => ["timestamp", "nonce", "signature"],
+        };
+        // Where the vendors put them: right after the app id.
+        let at = payload
+            .keys()
+            .position(|k| k == "appid" || k == "AppID")
+            .map_or(0, |p| p + 1);
+        payload.shift_insert(at, t.to_owned(), Value::String(ts));
+        payload.shift_insert(at + 1, n.to_owned(), Value::String(nonce));
+        payload.shift_insert(at + 2, s.to_owned(), Value::String(signature));
+        SignedRequest {
+            route: self.family.route(),
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: Value::Object(payload).to_string(),
+        }
+    }
+
+    fn sign_netease(&self, body: String, now: u64) -> SignedRequest {
+        let md5 = netease::body_md5(body.as_bytes());
+        let cur_time = now.to_string();
+        let checksum = netease::checksum(&self.secret, &md5, &cur_time);
+        SignedRequest {
+            route: self.family.route(),
+            headers: vec![
+                ("Content-Type".into(), "application/json;charset=utf-8".into()),
+                ("AppKey".into(), self.app_id.clone()),
+                ("CurTime".into(), cur_time),
+                ("MD5".into(), md5),
+                ("CheckSum".into(), checksum),
+            ],
+            body,
+        }
+    }
+
+    /// Stream and compose callbacks: lowercase keys, string values.
+    fn zego_lower(&self, i: u64, now: u64) -> Map<String, Value> {
+        let (run, app) = (&self.run, self.app_id.as_str());
+        let secs = (now / 1000).to_string();
+        let ms = now.to_string();
+        let room = format!("room-{run}-{}", i / 16);
+        let user = format!("user-{run}-{i}");
+        let stream = format!("stream-{run}-{i}");
+        let sid = format!("s-{}{:017}", self.run_num, i);
+        let session = big_id().to_string();
+        let seq = (i % 100_000 + 1).to_string();
+        let task = format!("{app}:{run}-{i}");
+        let value = match self.kind {
+            "stream_create" => json!({
+                "event": "stream_create", "appid": app,
+                "room_id": room, "room_session_id": session,
+                "user_id": user, "user_name": format!("{user}_name"), "channel_id": room,
+                "stream_id": stream, "stream_sid": sid, "title": format!("live {i}"),
+                "stream_alias": stream, "stream_attr": "{\"cid\":0}", "stream_seq": seq,
+                "create_time": secs, "create_time_ms": ms, "extra_info": "",
+                "recreate": "0", "publish_id": user, "publish_name": format!("{user}_name"),
+                "rtmp_url": [format!("rtmp://rtmp.wsdemo.zego.im/zegodemo/{stream}"),
+                             format!("rtmp://testplay.aliyun.zego.im/livestream/{stream}")],
+                "hls_url": [format!("http://hls.wsdemo.zego.im/zegodemo/{stream}/playlist.m3u8"),
+                            format!("http://testplay.aliyun.zego.im/livestream/{stream}.m3u8")],
+                "hdl_url": [format!("http://hdl.wsdemo.zego.im/zegodemo/{stream}.flv"),
+                            format!("http://testplay.aliyun.zego.im/livestream/{stream}.flv")],
+                "pic_url": [format!("http://pic.wsdemo.zego.im/zegodemo/{stream}.jpg")],
+            }),
+            "stream_close" => json!({
+                "event": "stream_close", "appid": app,
+                "room_id": room, "room_session_id": session,
+                "user_id": user, "user_name": format!("{user}_name"), "channel_id": room,
+                "type": "0", "stream_alias": stream, "stream_id": stream, "stream_sid": sid,
+                "stream_seq": seq, "third_define_data": "{\"u\":\"bench\"}",
+                "create_time_ms": (now - 60_000).to_string(), "destroy_timemillis": ms,
+            }),
+            "room_login" => json!({
+                "event": "room_login", "appid": app,
+                "room_id": room, "room_name": format!("{room}#name"),
+                "room_seq": session, "user_account": user, "user_nickname": format!("{user}_name"),
+                "session_id": big_id().to_string(), "login_time": ms,
+                "user_role": "2", "auth_level": "4", "relogin": "0", "user_update_seq": seq,
+                "callback_data": "user login",
+            }),
+            "room_logout" => json!({
+                "event": "room_logout", "appid": app,
+                "room_id": room, "room_seq": session,
+                "user_account": user, "user_nickname": format!("{user}_name"),
+                "session_id": big_id().to_string(),
+                "login_time": (now - 60_000).to_string(), "logout_time": ms,
+                "reason": "0", "user_role": "1", "user_update_seq": seq,
+            }),
+            // These two send JSON numbers (room_session_id above 2^53).
+            "room_create" => json!({
+                "event": "room_create", "appid": self.app_id_value(),
+                "room_id": format!("room-{run}-{i}"), "room_session_id": big_id(),
+                "room_create_time": ms, "id_name": user,
+            }),
+            "room_close" => json!({
+                "event": "room_close", "appid": self.app_id_value(),
+                "room_id": format!("room-{run}-{i}"), "room_session_id": big_id(),
+                "close_reason": 0, "room_close_time": ms,
+            }),
+            "mix_start" => json!({
+                "appid": app, "channel_id": room, "event": "mix_start",
+                "hdl_url": format!("http://hdl.wsdemo.zego.im/zegodemo/mix-{run}-{i}.flv"),
+                "hdl_urls": [format!("http://hdl.wsdemo.zego.im/zegodemo/mix-{run}-{i}.flv")],
+                "hls_url": format!("http://hls.wsdemo.zego.im/zegodemo/mix-{run}-{i}/playlist.m3u8"),
+                "hls_urls": [format!("http://hls.wsdemo.zego.im/zegodemo/mix-{run}-{i}/playlist.m3u8")],
+                "mix_stream_alias": format!("mix-{run}-{i}"),
+                "mix_url": format!("rtmp://rtmp.wsdemo.zego.im/zegodemo/mix-{run}-{i}"),
+                "publish_id": user,
+                "rtmp_url": format!("rtmp://rtmp.wsdemo.zego.im/zegodemo/mix-{run}-{i}"),
+                "rtmp_urls": [format!("rtmp://rtmp.wsdemo.zego.im/zegodemo/mix-{run}-{i}")],
+                "seq": seq, "stream_alias": format!("mix-{run}-{i}"), "task_id": task,
+            }),
+            "mix_stop" => json!({
+                "appid": app, "channel_id": room, "event": "mix_stop",
+                "mix_stream_alias": format!("mix-{run}-{i}"),
+                "mix_url": format!("rtmp://rtmp.wsdemo.zego.im/zegodemo/mix-{run}-{i}"),
+                "publish_id": user, "seq": seq, "task_id": task,
+            }),
+            "record" => json!({
+                "appid": app, "event": "record", "stream_alias": stream,
+                "replay_url": format!("https://record.example.com/{stream}.mp4"),
+                "begin_time": ((now - 60_000) / 1000).to_string(), "end_time": secs,
+                "extra_params": "",
+            }),
+            "compose" => json!({
+                "appid": app, "event": "compose",
+                "replay_url": format!("https://vod.example.com/compose/{run}-{i}.mp4"),
+                "task_id": format!("compose-{run}-{i}"), "file_id": big_id().to_string(),
+                "code": "0", "message": "success",
+            }),
+            other => unreachable!("kind {other} is not a ZEGO lowercase kind"),
+        };
+        into_map(value)
+    }
+
+    /// Cloud player and upload callbacks: PascalCase keys, numeric EventType.
+    fn zego_pascal(&self, i: u64, now: u64) -> Map<String, Value> {
+        let run = &self.run;
+        let secs = now / 1000;
+        let detail = match self.code {
+            1 => json!({"CreateTime": secs, "PlayTime": secs, "MaxIdleTime": 30,
+                        "StreamUrl": format!("https://media.example.com/video/{run}-{i}.mp4")}),
+            2 => json!({"PlayTime": secs - 60, "Reason": 1}),
+            3 => json!({"Status": 4}),
+            4 => json!({"Code": -1}),
+            10002 => json!({"Reason": 1}),
+            10003 => json!({"Status": 2}),
+            10004 => json!({"Reason": 2}),
+            10005 => json!({"Code": 2}),
+            _ => json!({}),
+        };
+        let value = if self.code < 10000 {
+            json!({
+                "AppID": self.app_id_value(),
+                "RoomId": format!("room-{run}-{}", i / 16),
+                "PlayerId": format!("player-{run}-{i}"),
+                "PlayerName": format!("player {i}"),
+                "EventType": self.code,
+                "EventTime": now,
+                "Detail": detail,
+            })
+        } else {
+            json!({
+                "AppID": self.app_id_value(),
+                "UploadTaskId": format!("{:016x}{:08x}", self.run_num, i),
+                "EventType": self.code,
+                "EventTime": now,
+                "StreamUrl": format!("https://media.example.com/upload/{run}-{i}.mp4"),
+                "Title": format!("{run}-{i}.mp4"),
+                "Detail": detail,
+            })
+        };
+        into_map(value)
+    }
+
+    /// NetEase cloud play: `{"data":{...},"eventType":50x}`.
+    fn netease_body(&self, i: u64, now: u64) -> Value {
+        let mut data = json!({
+            "channelId": self.run_num * 10_000 + i % 10_000,
+            "code": 200,
+            "idleTimeout": 300,
+            "playTs": now / 1000,
+            "streamUrl": format!("http://vod.example.126.net/{}/{i}.mp4", self.run),
+            "taskId": format!("{}-{}", uuid::Uuid::now_v7(), i),
+            "timestamp": now,
+        });
+        if self.code == 505 {
+            data["code"] = json!(400);
+            data["reason"] = json!("open url error");
+        }
+        json!({"data": data, "eventType": self.code})
+    }
+}
+
+fn into_map(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A ZEGO-style nonce: a random 19-digit number, as text.
+fn nonce() -> String {
+    fastrand::u64(1_000_000_000_000_000_000..10_000_000_000_000_000_000).to_string()
+}
+
+/// A random 18-19 digit id (session ids, file ids), above 2^53 like ZEGO's.
+fn big_id() -> u64 {
+    fastrand::u64(100_000_000_000_000_000..9_223_372_036_854_775_807)
+}
+
+/// Runs `hookrelay send`.
+pub fn run(args: SendArgs) -> ExitCode {
+    match run_inner(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_inner(args: SendArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(args.config.as_deref(), std::env::vars())?;
+    let provider = args.family.family().provider();
+    let app = pick_app(&config, provider, args.app_id.as_deref())?;
+    let mut generator = Generator::new(args.family, args.kind.as_deref(), app)?;
+    let body = match &args.body {
+        Some(path) => Some(
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut make = move || match &body {
+        Some(bytes) => generator.resign(bytes),
+        None => Ok(generator.next_request()),
+    };
+
+    if let (Some(n), Some(out)) = (args.emit, &args.out) {
+        let started = std::time::Instant::now();
+        emit(n, out, &mut make)?;
+        eprintln!(
+            "wrote {n} signed requests to {} in {:.2} s",
+            out.display(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let base = match &args.url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let mut addr = config.server.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}")
+        }
+    };
+    let mut requests = Vec::new();
+    for _ in 0..args.count {
+        requests.push(make()?);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(send_all(
+        &base,
+        &requests,
+        args.repeat,
+        Duration::from_secs(args.timeout_secs.max(1)),
+    ))
+}
+
+fn pick_app<'a>(
+    config: &'a Config,
+    provider: Provider,
+    app_id: Option<&str>,
+) -> anyhow::Result<&'a App> {
+    let mut apps = config.apps.iter().filter(|a| a.provider == provider);
+    match app_id {
+        Some(id) => apps.find(|a| a.app_id == id).ok_or_else(|| {
+            anyhow!(
+                "no {} app `{id}` in the config (check --config / HOOKRELAY_CONFIG)",
+                provider.as_str()
+            )
+        }),
+        None => apps.next().ok_or_else(|| {
+            anyhow!(
+                "no {} app in the config: give --config (or HOOKRELAY_CONFIG) with an [[apps]] entry",
+                provider.as_str()
+            )
+        }),
+    }
+}
+
+fn emit(
+    n: u64,
+    out: &Path,
+    make: &mut dyn FnMut() -> anyhow::Result<SignedRequest>,
+) -> anyhow::Result<()> {
+    let sink: Box<dyn Write> = if out.as_os_str() == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(
+            std::fs::File::create(out)
+                .with_context(|| format!("cannot create {}", out.display()))?,
+        )
+    };
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, sink);
+    for _ in 0..n {
+        let line = make()?.to_json_line();
+        writer.write_all(line.as_bytes())?;
+        writer.write_all(b"\n")?;
+    }
+    writer
+        .flush()
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(())
+}
+
+async fn send_all(
+    base: &str,
+    requests: &[SignedRequest],
+    repeat: u64,
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .context("cannot build the HTTP client")?;
+    let mut all_ok = true;
+    for request in requests {
+        for _ in 0..repeat {
+            let url = format!("{base}{}", request.route);
+            let mut builder = client.post(&url).body(request.body.clone());
+            for (name, value) in &request.headers {
+                builder = builder.header(name, value);
+            }
+            match builder.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let text = response.text().await.unwrap_or_default();
+                    println!("{} {}", status.as_u16(), text.trim_end());
+                    all_ok &= status.is_success();
+                }
+                Err(e) => {
+                    let why = if e.is_connect() {
+                        "cannot connect (is hookrelay running there?)"
+                    } else if e.is_timeout() {
+                        "timed out"
+                    } else {
+                        "request failed"
+                    };
+                    eprintln!("error: POST {url}: {why}: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::SecretString;
+    use crate::verify::zego::Casing;
+    use axum::http::{HeaderMap, HeaderName, HeaderValue};
+    use std::collections::HashSet;
+
+    const SECRET: &str = "send-test-secret";
+
+    fn app(provider: Provider, id: &str) -> App {
+        App {
+            provider,
+            app_id: id.into(),
+            secrets: vec![SecretString::new(SECRET)],
+        }
+    }
+
+    fn app_for(family: FamilyArg) -> App {
+        match family.family().provider() {
+            Provider::Zego => app(Provider::Zego, "1234567890"),
+            Provider::Netease => app(Provider::Netease, "ne-app-key"),
+        }
+    }
+
+    const ALL: [FamilyArg; 4] = [
+        FamilyArg::Stream,
+        FamilyArg::Compose,
+        FamilyArg::CloudPlayer,
+        FamilyArg::CloudPlay,
+    ];
+
+    /// Checks `req` the way the server does and returns its parsed kind.
+    fn verify_and_parse(family: FamilyArg, app: &App, req: &SignedRequest) -> (String, Value) {
+        assert_eq!(req.route, family.route());
+        let now = now_ms() as i64;
+        let payload: Value = serde_json::from_str(&req.body).expect("body is JSON");
+        match family.family().provider() {
+            Provider::Zego => {
+                let casing = if family == FamilyArg::CloudPlayer {
+                    Casing::Pascal
+                } else {
+                    Casing::Lower
+                };
+                let fields = zego::signing_fields(&payload, casing).expect("signing fields");
+                zego::verify((), &fields, &app.secrets, now, 300).expect("verifies, fresh");
+                assert_eq!(
+                    crate::providers::lenient::app_id(&payload).as_deref(),
+                    Some(app.app_id.as_str())
+                );
+            }
+            Provider::Netease => {
+                let mut map = HeaderMap::new();
+                for (k, v) in &req.headers {
+                    map.insert(
+                        HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                        HeaderValue::from_str(v).unwrap(),
+                    );
+                }
+                let headers = netease::signing_headers(&map).expect("signing headers");
+                assert_eq!(headers.app_key.as_deref(), Some(app.app_id.as_str()));
+                netease::verify((), req.body.as_bytes(), &headers, &app.secrets, now, 300)
+                    .expect("verifies, fresh");
+            }
+        }
+        let parsed = crate::providers::parse(family.family(), &payload);
+        (parsed.kind, payload)
+    }
+
+    #[test]
+    fn every_kind_verifies_parses_to_itself_and_is_unique() {
+        for family in ALL {
+            let app = app_for(family);
+            for (kind, _) in family.kinds() {
+                let mut generator = Generator::new(family, Some(kind), &app).unwrap();
+                let mut bodies = HashSet::new();
+                let mut resources = HashSet::new();
+                let mut dedup_keys = HashSet::new();
+                for _ in 0..50 {
+                    let req = generator.next_request();
+                    let (parsed_kind, payload) = verify_and_parse(family, &app, &req);
+                    assert_eq!(parsed_kind, *kind, "{family:?} {kind}: {}", req.body);
+                    let parsed = crate::providers::parse(family.family(), &payload);
+                    assert!(parsed.resource.is_some(), "{kind}: no resource");
+                    resources.insert(parsed.resource);
+                    dedup_keys.insert(crate::event::dedup_key(
+                        family.family().provider(),
+                        &app.app_id,
+                        &payload,
+                        &zego::SIGNING_KEYS,
+                    ));
+                    assert!(bodies.insert(req.body), "{kind}: a body repeats");
+                }
+                assert_eq!(dedup_keys.len(), 50, "{family:?} {kind}: dedup keys repeat");
+                if !matches!(*kind, "mix_stop" | "mix_start") {
+                    // Rooms are shared by several streams and users, by design.
+                    assert!(resources.len() > 1, "{family:?} {kind}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn generated_events_carry_realistic_times_and_ids() {
+        let app = app_for(FamilyArg::Stream);
+        let mut g = Generator::new(FamilyArg::Stream, None, &app).unwrap();
+        let (kind, p) = verify_and_parse(FamilyArg::Stream, &app, &g.next_request());
+        assert_eq!(kind, "stream_create");
+        let now = now_ms();
+        let ms: u64 = p["create_time_ms"].as_str().unwrap().parse().unwrap();
+        assert!(now.abs_diff(ms) < 5_000);
+        let ts: u64 = p["timestamp"].as_str().unwrap().parse().unwrap();
+        assert!((now / 1000).abs_diff(ts) < 5);
+        assert!(p["nonce"].as_str().unwrap().len() >= 19);
+        assert_eq!(p["rtmp_url"].as_array().unwrap().len(), 2);
+        // Signing fields sit right after appid, as in the vendor's example.
+        let keys: Vec<&String> = p.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys[..5],
+            ["event", "appid", "timestamp", "nonce", "signature"]
+        );
+
+        let app = app_for(FamilyArg::CloudPlayer);
+        let mut g = Generator::new(FamilyArg::CloudPlayer, Some("10001"), &app).unwrap();
+        let (kind, p) = verify_and_parse(FamilyArg::CloudPlayer, &app, &g.next_request());
+        assert_eq!(kind, "upload_succeeded");
+        assert_eq!(p["AppID"], json!(1234567890u64));
+        assert!(p["Signature"].is_string() && p.get("signature").is_none());
+        assert!(now.abs_diff(p["EventTime"].as_u64().unwrap()) < 5_000);
+
+        let app = app_for(FamilyArg::CloudPlay);
+        let mut g = Generator::new(FamilyArg::CloudPlay, Some("play_error"), &app).unwrap();
+        let req = g.next_request();
+        let (kind, p) = verify_and_parse(FamilyArg::CloudPlay, &app, &req);
+        assert_eq!(kind, "play_error");
+        assert_eq!(p["eventType"], 505);
+        assert_eq!(p["data"]["reason"], "open url error");
+        let cur: u64 = req.headers[2].1.parse().unwrap();
+        assert!(now.abs_diff(cur) < 5_000, "CurTime is in ms");
+    }
+
+    #[test]
+    fn unknown_kinds_and_wrong_apps_are_refused() {
+        let zego = app_for(FamilyArg::Stream);
+        let err = Generator::new(FamilyArg::Stream, Some("player_created"), &zego).unwrap_err();
+        assert!(err.to_string().contains("stream_create"), "{err}");
+        let err = Generator::new(FamilyArg::CloudPlay, None, &zego).unwrap_err();
+        assert!(err.to_string().contains("netease"), "{err}");
+        assert_eq!(
+            Generator::new(FamilyArg::CloudPlay, Some("507"), &app_for(FamilyArg::CloudPlay))
+                .unwrap()
+                .kind(),
+            "play_resumed"
+        );
+    }
+
+    #[test]
+    fn a_given_zego_body_is_resigned_in_its_casing_and_keeps_its_fields() {
+        let seed = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/seeds/zego_cloud_player_created.json"
+        ));
+        let app = app(Provider::Zego, "123456789");
+        let g = Generator::new(FamilyArg::CloudPlayer, None, &app).unwrap();
+        let first = g.resign(seed.as_bytes()).unwrap();
+        let second = g.resign(seed.as_bytes()).unwrap();
+        let (kind, p) = verify_and_parse(FamilyArg::CloudPlayer, &app, &first);
+        assert_eq!(kind, "player_created");
+        assert_eq!(p["PlayerId"], "XXXXXX");
+        assert_ne!(p["Signature"], "XXXXXXX");
+        assert_ne!(first.body, second.body, "fresh nonce each time");
+        // Same payload apart from signing fields: the server sees a duplicate.
+        let p2: Value = serde_json::from_str(&second.body).unwrap();
+        let key = |p: &Value| {
+            crate::event::dedup_key(Provider::Zego, "123456789", p, &zego::SIGNING_KEYS)
+        };
+        assert_eq!(key(&p), key(&p2));
+
+        // Lowercase family, body carrying stale fields in both casings.
+        let stale = r#"{"event":"stream_create","appid":"123456789","Timestamp":"1","nonce":"2","signature":"x","stream_id":"s1"}"#;
+        let g = Generator::new(FamilyArg::Stream, None, &app).unwrap();
+        let req = g.resign(stale.as_bytes()).unwrap();
+        let (kind, p) = verify_and_parse(FamilyArg::Stream, &app, &req);
+        assert_eq!(kind, "stream_create");
+        assert!(p.get("Timestamp").is_none());
+        assert_eq!(p["stream_id"], "s1");
+    }
+
+    #[test]
+    fn a_given_netease_body_is_signed_byte_for_byte() {
+        let seed = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/seeds/netease_cloud_play_505.json"
+        ));
+        let app = app_for(FamilyArg::CloudPlay);
+        let g = Generator::new(FamilyArg::CloudPlay, None, &app).unwrap();
+        let req = g.resign(seed.as_bytes()).unwrap();
+        assert_eq!(req.body, seed, "not reserialized");
+        let (kind, _) = verify_and_parse(FamilyArg::CloudPlay, &app, &req);
+        assert_eq!(kind, "play_error");
+    }
+
+    #[test]
+    fn emitted_lines_round_trip_and_are_distinct() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("requests.jsonl");
+        for family in ALL {
+            let app = app_for(family);
+            let mut g = Generator::new(family, None, &app).unwrap();
+            let mut make = || Ok(g.next_request());
+            emit(200, &out, &mut make).unwrap();
+            let text = std::fs::read_to_string(&out).unwrap();
+            let mut bodies = HashSet::new();
+            for line in text.lines() {
+                let v: Value = serde_json::from_str(line).unwrap();
+                assert_eq!(v["route"], family.route());
+                let headers: Vec<(String, String)> = v["headers"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                    .collect();
+                assert!(headers.iter().any(|(k, _)| k == "Content-Type"));
+                let req = SignedRequest {
+                    route: family.route(),
+                    headers,
+                    body: v["body"].as_str().unwrap().to_owned(),
+                };
+                let (kind, _) = verify_and_parse(family, &app, &req);
+                assert_eq!(kind, family.default_kind());
+                assert!(bodies.insert(req.body));
+            }
+            assert_eq!(bodies.len(), 200);
+        }
+    }
+
+    #[test]
+    fn the_app_is_picked_by_provider_and_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[[apps]]\nprovider = \"netease\"\napp_id = \"k\"\nsecret = \"s\"\n\
+             [[apps]]\nprovider = \"zego\"\napp_id = 1\nsecret = \"a\"\n\
+             [[apps]]\nprovider = \"zego\"\napp_id = 2\nsecret = \"b\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), Vec::new()).unwrap();
+        assert_eq!(pick_app(&config, Provider::Zego, None).unwrap().app_id, "1");
+        assert_eq!(
+            pick_app(&config, Provider::Zego, Some("2")).unwrap().app_id,
+            "2"
+        );
+        assert_eq!(pick_app(&config, Provider::Netease, None).unwrap().app_id, "k");
+        assert!(pick_app(&config, Provider::Zego, Some("3")).is_err());
+        let empty = Config::load(None, Vec::new()).unwrap();
+        let err = pick_app(&empty, Provider::Zego, None).unwrap_err();
+        assert!(err.to_string().contains("--config"), "{err}");
+    }
+}
