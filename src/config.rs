@@ -684,6 +684,15 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_configs_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for name in ["example.toml", "container.toml", "default.toml"] {
+            Config::load(Some(&root.join(name)), Vec::new())
+                .unwrap_or_else(|e| panic!("config/{name}: {e:#}"));
+        }
+    }
+
+    #[test]
     fn unknown_key_in_the_file_is_an_error_naming_it() {
         let err = load_str("[server]\nlisten_port = 1\n", &[]).unwrap_err();
         let msg = format!("{err:#}");
