@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub timestamp_tolerance_secs: u64,
     /// Whole-request deadline in seconds (408 past it). Default 10.
     pub request_timeout_secs: u64,
+    /// A connection must send its request headers within this many seconds. Default 10.
+    pub header_read_timeout_secs: u64,
     /// Requests handled at once; more are shed with 503. Default 1024.
     pub concurrency_limit: usize,
     /// After SIGTERM, keep accepting this long (seconds) while /readyz says
@@ -399,6 +401,9 @@ impl RawConfig {
         }
         if self.server.shutdown_grace_secs == 0 {
             bail!("invalid config at `server.shutdown_grace_secs`: must be at least 1");
+        }
+        if self.server.header_read_timeout_secs == 0 {
+            bail!("invalid config at `server.header_read_timeout_secs`: must be at least 1");
         }
         if self.server.request_timeout_secs == 0 {
             bail!("invalid config at `server.request_timeout_secs`: must be at least 1");

@@ -16,13 +16,15 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use std::future::{Future, IntoFuture};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -140,7 +142,7 @@ impl Application {
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
         tracing::info!(%addr, "hookrelay listening");
 
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let draining = self.state.draining();
         tokio::spawn(async move {
             shutdown.await;
@@ -152,25 +154,61 @@ impl Application {
             tokio::time::sleep(drain_delay).await;
             let _ = stop_tx.send(true);
         });
-        let mut listening_stopped = stop_rx.clone();
-        let serve = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = listening_stopped.wait_for(|s| *s).await;
-            tracing::info!("listener closed; finishing in-flight requests");
-        })
-        .into_future();
-        let mut grace_over = stop_rx;
+
+        // Our own accept loop rather than axum::serve: hyper's header read
+        // timeout needs a timer, which axum::serve does not configure, and
+        // without it a client that never finishes its headers holds a
+        // connection forever.
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(config.server.header_read_timeout_secs));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut stopped = std::pin::pin!(async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        });
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::error!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = &mut stopped => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let service =
+                self.router
+                    .clone()
+                    .map_request(move |mut req: Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(ConnectInfo(peer));
+                        req.map(axum::body::Body::new)
+                    });
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service),
+            );
+            let conn = graceful.watch(conn.into_owned());
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::trace!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        tracing::info!("listener closed; finishing in-flight requests");
         let served = tokio::select! {
-            r = serve => r.context("server error"),
-            _ = async move {
-                let _ = grace_over.wait_for(|s| *s).await;
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; dropping the requests still in flight");
+            _ = graceful.shutdown() => Ok(()),
+            _ = tokio::time::sleep(grace) => {
+                tracing::warn!(
+                    grace_secs = grace.as_secs(),
+                    "shutdown grace period over; dropping the requests still in flight"
+                );
                 Ok(())
             }
         };

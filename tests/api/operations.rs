@@ -478,3 +478,23 @@ async fn callbacks_from_outside_allowed_ips_are_refused_with_403() {
     assert_eq!(resp.status(), 200);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_env(&[("HOOKRELAY_SERVER__HEADER_READ_TIMEOUT_SECS", "1")]).await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(b"POST /callbacks/zego/stream HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the server kept a slow-header connection open"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    app.stop().await;
+}
