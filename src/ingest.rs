@@ -120,6 +120,15 @@ pub async fn zego(state: &AppState, family: Family, body: Bytes) -> Result<Json<
         &fields.nonce,
         &fields.signature,
     );
+    let dedup_key = event::dedup_key(
+        Provider::Zego,
+        &app.app_id,
+        verified.get(),
+        &verify::zego::SIGNING_KEYS,
+    );
+    if let Some(answer) = answer_from_memory(state, family, &dedup_key, Some(&sig_key))? {
+        return Ok(answer);
+    }
     let app_id = app.app_id.clone();
     let new_event = verified.map(|payload| {
         build_event(
@@ -128,11 +137,30 @@ pub async fn zego(state: &AppState, family: Family, body: Bytes) -> Result<Json<
             &app_id,
             now,
             payload,
-            &verify::zego::SIGNING_KEYS,
+            dedup_key,
             Some(sig_key),
         )
     });
     store(state, family, new_event).await
+}
+
+/// A repeat whose original is already committed is answered without
+/// touching the spool (the common case for vendor retries).
+fn answer_from_memory(
+    state: &AppState,
+    family: Family,
+    dedup_key: &str,
+    sig_key: Option<&str>,
+) -> Result<Option<Json<Ack>>, IngestError> {
+    match state.spool.recent(dedup_key, sig_key) {
+        spool::Recent::Duplicate { id } => {
+            tracing::Span::current().record("event_id", id.as_str());
+            state.metrics.duplicate(family);
+            Ok(Some(Ack::new(Some(id), true)))
+        }
+        spool::Recent::ReplayedSignature => Err(IngestError::ReplayedSignature),
+        spool::Recent::Unknown => Ok(None),
+    }
 }
 
 /// NetEase cloud play: signing headers cover the body's MD5.
@@ -168,9 +196,22 @@ pub async fn netease(
         // The console's address check: answer 200, store nothing.
         return Ok(Ack::new(None, false));
     }
+    let dedup_key = event::dedup_key(Provider::Netease, &app.app_id, &payload, &[]);
+    if let Some(answer) = answer_from_memory(state, family, &dedup_key, None)? {
+        return Ok(answer);
+    }
     let app_id = app.app_id.clone();
-    let new_event =
-        verified.map(|()| build_event(Provider::Netease, family, &app_id, now, payload, &[], None));
+    let new_event = verified.map(|()| {
+        build_event(
+            Provider::Netease,
+            family,
+            &app_id,
+            now,
+            payload,
+            dedup_key,
+            None,
+        )
+    });
     store(state, family, new_event).await
 }
 
@@ -184,11 +225,10 @@ fn build_event(
     app_id: &str,
     received_at_ms: i64,
     payload: Value,
-    signing_keys: &[&str],
+    dedup_key: String,
     sig_key: Option<String>,
 ) -> NewEvent {
     let parsed = providers::parse(family, &payload);
-    let dedup_key = event::dedup_key(provider, app_id, &payload, signing_keys);
     let id = event::new_id();
     let received_at = rfc3339(received_at_ms);
     let envelope = Envelope {

@@ -183,14 +183,32 @@ pub struct SignedRequest {
 impl SignedRequest {
     /// The JSON Lines form: `{"route":...,"headers":{...},"body":"..."}`.
     pub fn to_json_line(&self) -> String {
-        let headers: Map<String, Value> = self
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        let line = json!({"route": self.route, "headers": headers, "body": self.body});
-        // A Value with string keys always serializes.
-        serde_json::to_string(&line).unwrap_or_default()
+        let mut line = Vec::with_capacity(self.body.len() + 256);
+        self.write_json_line(&mut line);
+        // Only JSON-escaped UTF-8 was written.
+        String::from_utf8(line).unwrap_or_default()
+    }
+
+    /// Appends the JSON Lines form (without the newline) to `out`.
+    pub fn write_json_line(&self, out: &mut Vec<u8>) {
+        // Writing JSON strings into a Vec cannot fail.
+        let string = |out: &mut Vec<u8>, s: &str| {
+            let _ = serde_json::to_writer(&mut *out, s);
+        };
+        out.extend_from_slice(b"{\"route\":");
+        string(out, self.route);
+        out.extend_from_slice(b",\"headers\":{");
+        for (i, (name, value)) in self.headers.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, name);
+            out.push(b':');
+            string(out, value);
+        }
+        out.extend_from_slice(b"},\"body\":");
+        string(out, &self.body);
+        out.push(b'}');
     }
 }
 
@@ -297,6 +315,16 @@ impl Generator {
                 for key in zego::SIGNING_KEYS {
                     map.shift_remove(key);
                 }
+                // The receiver picks the app (and secret) by the id the body
+                // names: make it name the app we sign for, in the same type.
+                for key in ["appid", "AppID", "AppId", "Appid"] {
+                    if let Some(value) = map.get_mut(key) {
+                        *value = match value {
+                            Value::Number(_) => self.app_id_value(),
+                            _ => Value::String(self.app_id.clone()),
+                        };
+                    }
+                }
                 Ok(self.finish_zego(map))
             }
         }
@@ -319,14 +347,21 @@ impl Generator {
             FamilyArg::CloudPlayer => ["Timestamp", "Nonce", "Signature"],
             _ => ["timestamp", "nonce", "signature"],
         };
-        // Where the vendors put them: right after the app id.
-        let at = payload
-            .keys()
-            .position(|k| k == "appid" || k == "AppID")
-            .map_or(0, |p| p + 1);
-        payload.shift_insert(at, t.to_owned(), Value::String(ts));
-        payload.shift_insert(at + 1, n.to_owned(), Value::String(nonce));
-        payload.shift_insert(at + 2, s.to_owned(), Value::String(signature));
+        if payload.contains_key(t) {
+            // Generated payloads hold placeholders where the vendors put the
+            // fields (right after the app id): fill them in place.
+            payload.insert(t.to_owned(), Value::String(ts));
+            payload.insert(n.to_owned(), Value::String(nonce));
+            payload.insert(s.to_owned(), Value::String(signature));
+        } else {
+            let at = payload
+                .keys()
+                .position(|k| k == "appid" || k == "AppID")
+                .map_or(0, |p| p + 1);
+            payload.shift_insert(at, t.to_owned(), Value::String(ts));
+            payload.shift_insert(at + 1, n.to_owned(), Value::String(nonce));
+            payload.shift_insert(at + 2, s.to_owned(), Value::String(signature));
+        }
         SignedRequest {
             route: self.family.route(),
             headers: vec![("Content-Type".into(), "application/json".into())],
@@ -341,7 +376,10 @@ impl Generator {
         SignedRequest {
             route: self.family.route(),
             headers: vec![
-                ("Content-Type".into(), "application/json;charset=utf-8".into()),
+                (
+                    "Content-Type".into(),
+                    "application/json;charset=utf-8".into(),
+                ),
                 ("AppKey".into(), self.app_id.clone()),
                 ("CurTime".into(), cur_time),
                 ("MD5".into(), md5),
@@ -365,7 +403,7 @@ impl Generator {
         let task = format!("{app}:{run}-{i}");
         let value = match self.kind {
             "stream_create" => json!({
-                "event": "stream_create", "appid": app,
+                "event": "stream_create", "appid": app, "timestamp": "", "nonce": "", "signature": "",
                 "room_id": room, "room_session_id": session,
                 "user_id": user, "user_name": format!("{user}_name"), "channel_id": room,
                 "stream_id": stream, "stream_sid": sid, "title": format!("live {i}"),
@@ -381,7 +419,7 @@ impl Generator {
                 "pic_url": [format!("http://pic.wsdemo.zego.im/zegodemo/{stream}.jpg")],
             }),
             "stream_close" => json!({
-                "event": "stream_close", "appid": app,
+                "event": "stream_close", "appid": app, "timestamp": "", "nonce": "", "signature": "",
                 "room_id": room, "room_session_id": session,
                 "user_id": user, "user_name": format!("{user}_name"), "channel_id": room,
                 "type": "0", "stream_alias": stream, "stream_id": stream, "stream_sid": sid,
@@ -389,7 +427,7 @@ impl Generator {
                 "create_time_ms": (now - 60_000).to_string(), "destroy_timemillis": ms,
             }),
             "room_login" => json!({
-                "event": "room_login", "appid": app,
+                "event": "room_login", "appid": app, "timestamp": "", "nonce": "", "signature": "",
                 "room_id": room, "room_name": format!("{room}#name"),
                 "room_seq": session, "user_account": user, "user_nickname": format!("{user}_name"),
                 "session_id": big_id().to_string(), "login_time": ms,
@@ -397,7 +435,7 @@ impl Generator {
                 "callback_data": "user login",
             }),
             "room_logout" => json!({
-                "event": "room_logout", "appid": app,
+                "event": "room_logout", "appid": app, "timestamp": "", "nonce": "", "signature": "",
                 "room_id": room, "room_seq": session,
                 "user_account": user, "user_nickname": format!("{user}_name"),
                 "session_id": big_id().to_string(),
@@ -406,17 +444,17 @@ impl Generator {
             }),
             // These two send JSON numbers (room_session_id above 2^53).
             "room_create" => json!({
-                "event": "room_create", "appid": self.app_id_value(),
+                "event": "room_create", "appid": self.app_id_value(), "timestamp": "", "nonce": "", "signature": "",
                 "room_id": format!("room-{run}-{i}"), "room_session_id": big_id(),
                 "room_create_time": ms, "id_name": user,
             }),
             "room_close" => json!({
-                "event": "room_close", "appid": self.app_id_value(),
+                "event": "room_close", "appid": self.app_id_value(), "timestamp": "", "nonce": "", "signature": "",
                 "room_id": format!("room-{run}-{i}"), "room_session_id": big_id(),
                 "close_reason": 0, "room_close_time": ms,
             }),
             "mix_start" => json!({
-                "appid": app, "channel_id": room, "event": "mix_start",
+                "appid": app, "timestamp": "", "nonce": "", "signature": "", "channel_id": room, "event": "mix_start",
                 "hdl_url": format!("http://hdl.wsdemo.zego.im/zegodemo/mix-{run}-{i}.flv"),
                 "hdl_urls": [format!("http://hdl.wsdemo.zego.im/zegodemo/mix-{run}-{i}.flv")],
                 "hls_url": format!("http://hls.wsdemo.zego.im/zegodemo/mix-{run}-{i}/playlist.m3u8"),
@@ -429,19 +467,19 @@ impl Generator {
                 "seq": seq, "stream_alias": format!("mix-{run}-{i}"), "task_id": task,
             }),
             "mix_stop" => json!({
-                "appid": app, "channel_id": room, "event": "mix_stop",
+                "appid": app, "timestamp": "", "nonce": "", "signature": "", "channel_id": room, "event": "mix_stop",
                 "mix_stream_alias": format!("mix-{run}-{i}"),
                 "mix_url": format!("rtmp://rtmp.wsdemo.zego.im/zegodemo/mix-{run}-{i}"),
                 "publish_id": user, "seq": seq, "task_id": task,
             }),
             "record" => json!({
-                "appid": app, "event": "record", "stream_alias": stream,
+                "appid": app, "timestamp": "", "nonce": "", "signature": "", "event": "record", "stream_alias": stream,
                 "replay_url": format!("https://record.example.com/{stream}.mp4"),
                 "begin_time": ((now - 60_000) / 1000).to_string(), "end_time": secs,
                 "extra_params": "",
             }),
             "compose" => json!({
-                "appid": app, "event": "compose",
+                "appid": app, "timestamp": "", "nonce": "", "signature": "", "event": "compose",
                 "replay_url": format!("https://vod.example.com/compose/{run}-{i}.mp4"),
                 "task_id": format!("compose-{run}-{i}"), "file_id": big_id().to_string(),
                 "code": "0", "message": "success",
@@ -469,7 +507,7 @@ impl Generator {
         };
         let value = if self.code < 10000 {
             json!({
-                "AppID": self.app_id_value(),
+                "AppID": self.app_id_value(), "Timestamp": "", "Nonce": "", "Signature": "",
                 "RoomId": format!("room-{run}-{}", i / 16),
                 "PlayerId": format!("player-{run}-{i}"),
                 "PlayerName": format!("player {i}"),
@@ -479,7 +517,7 @@ impl Generator {
             })
         } else {
             json!({
-                "AppID": self.app_id_value(),
+                "AppID": self.app_id_value(), "Timestamp": "", "Nonce": "", "Signature": "",
                 "UploadTaskId": format!("{:016x}{:08x}", self.run_num, i),
                 "EventType": self.code,
                 "EventTime": now,
@@ -548,21 +586,18 @@ fn run_inner(args: SendArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(args.config.as_deref(), std::env::vars())?;
     let provider = args.family.family().provider();
     let app = pick_app(&config, provider, args.app_id.as_deref())?;
-    let mut generator = Generator::new(args.family, args.kind.as_deref(), app)?;
+    let generator = Generator::new(args.family, args.kind.as_deref(), app)?;
     let body = match &args.body {
-        Some(path) => Some(
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
-        ),
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+        }
         None => None,
     };
-    let mut make = move || match &body {
-        Some(bytes) => generator.resign(bytes),
-        None => Ok(generator.next_request()),
-    };
+    let mut source = Source { generator, body };
 
     if let (Some(n), Some(out)) = (args.emit, &args.out) {
         let started = std::time::Instant::now();
-        emit(n, out, &mut make)?;
+        emit(n, out, &source)?;
         eprintln!(
             "wrote {n} signed requests to {} in {:.2} s",
             out.display(),
@@ -583,7 +618,7 @@ fn run_inner(args: SendArgs) -> anyhow::Result<ExitCode> {
     };
     let mut requests = Vec::new();
     for _ in 0..args.count {
-        requests.push(make()?);
+        requests.push(source.make()?);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -595,6 +630,35 @@ fn run_inner(args: SendArgs) -> anyhow::Result<ExitCode> {
         args.repeat,
         Duration::from_secs(args.timeout_secs.max(1)),
     ))
+}
+
+/// Where requests come from: generated events, or a given body re-signed.
+#[derive(Debug, Clone)]
+struct Source {
+    generator: Generator,
+    body: Option<Vec<u8>>,
+}
+
+impl Source {
+    fn make(&mut self) -> anyhow::Result<SignedRequest> {
+        match &self.body {
+            Some(bytes) => self.generator.resign(bytes),
+            None => Ok(self.generator.next_request()),
+        }
+    }
+
+    /// An independent source for another thread: same family, kind and app,
+    /// ids from a run of its own so no two threads make the same event.
+    fn fork(&self) -> Source {
+        let mut generator = self.generator.clone();
+        generator.run = format!("{:08x}", fastrand::u32(..));
+        generator.run_num = fastrand::u64(1_000_000_000..10_000_000_000);
+        generator.counter = 0;
+        Source {
+            generator,
+            body: self.body.clone(),
+        }
+    }
 }
 
 fn pick_app<'a>(
@@ -619,11 +683,10 @@ fn pick_app<'a>(
     }
 }
 
-fn emit(
-    n: u64,
-    out: &Path,
-    make: &mut dyn FnMut() -> anyhow::Result<SignedRequest>,
-) -> anyhow::Result<()> {
+/// Writes `n` requests from `source` to `out` as JSON Lines, generating
+/// them on every core (each thread on a [`Source::fork`]) in batches.
+fn emit(n: u64, out: &Path, source: &Source) -> anyhow::Result<()> {
+    const BATCH: u64 = 2048;
     let sink: Box<dyn Write> = if out.as_os_str() == "-" {
         Box::new(std::io::stdout().lock())
     } else {
@@ -633,11 +696,54 @@ fn emit(
         )
     };
     let mut writer = std::io::BufWriter::with_capacity(1 << 20, sink);
-    for _ in 0..n {
-        let line = make()?.to_json_line();
-        writer.write_all(line.as_bytes())?;
-        writer.write_all(b"\n")?;
-    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |p| p.get())
+        .min(8)
+        .min(n.div_ceil(BATCH).max(1) as usize);
+    let next_batch = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Vec<u8>>>(threads * 2);
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let mut source = source.fork();
+            let next_batch = &next_batch;
+            scope.spawn(move || {
+                loop {
+                    let first = next_batch.fetch_add(BATCH, std::sync::atomic::Ordering::Relaxed);
+                    if first >= n {
+                        return;
+                    }
+                    let count = BATCH.min(n - first);
+                    let mut buf = Vec::with_capacity(count as usize * 2048);
+                    let mut result = Ok(());
+                    for _ in 0..count {
+                        match source.make() {
+                            Ok(req) => {
+                                req.write_json_line(&mut buf);
+                                buf.push(b'\n');
+                            }
+                            Err(e) => {
+                                result = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                    let failed = result.is_err();
+                    if tx.send(result.map(|()| buf)).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        // Every batch arrives, or a failure stops the writer (the senders
+        // then see a closed channel and stop too).
+        for batch in rx {
+            writer.write_all(&batch?)?;
+        }
+        Ok(())
+    })
+    .with_context(|| format!("cannot write {}", out.display()))?;
     writer
         .flush()
         .with_context(|| format!("cannot write {}", out.display()))?;
@@ -837,9 +943,13 @@ mod tests {
         let err = Generator::new(FamilyArg::CloudPlay, None, &zego).unwrap_err();
         assert!(err.to_string().contains("netease"), "{err}");
         assert_eq!(
-            Generator::new(FamilyArg::CloudPlay, Some("507"), &app_for(FamilyArg::CloudPlay))
-                .unwrap()
-                .kind(),
+            Generator::new(
+                FamilyArg::CloudPlay,
+                Some("507"),
+                &app_for(FamilyArg::CloudPlay)
+            )
+            .unwrap()
+            .kind(),
             "play_resumed"
         );
     }
@@ -874,6 +984,17 @@ mod tests {
         assert_eq!(kind, "stream_create");
         assert!(p.get("Timestamp").is_none());
         assert_eq!(p["stream_id"], "s1");
+
+        // The vendor's seed names app "1": it is sent as the app we sign for.
+        let seed = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/seeds/zego_stream_create.json"
+        ));
+        let req = g.resign(seed.as_bytes()).unwrap();
+        let (kind, p) = verify_and_parse(FamilyArg::Stream, &app, &req);
+        assert_eq!(kind, "stream_create");
+        assert_eq!(p["appid"], "123456789");
+        assert_eq!(p["stream_sid"], "s-115205136669740000000000104");
     }
 
     #[test]
@@ -896,11 +1017,19 @@ mod tests {
         let out = dir.path().join("requests.jsonl");
         for family in ALL {
             let app = app_for(family);
-            let mut g = Generator::new(family, None, &app).unwrap();
-            let mut make = || Ok(g.next_request());
-            emit(200, &out, &mut make).unwrap();
+            let generator = Generator::new(family, None, &app).unwrap();
+            // More than one batch, so several threads take part.
+            emit(
+                5000,
+                &out,
+                &Source {
+                    generator,
+                    body: None,
+                },
+            )
+            .unwrap();
             let text = std::fs::read_to_string(&out).unwrap();
-            let mut bodies = HashSet::new();
+            let (mut bodies, mut resources) = (HashSet::new(), HashSet::new());
             for line in text.lines() {
                 let v: Value = serde_json::from_str(line).unwrap();
                 assert_eq!(v["route"], family.route());
@@ -916,11 +1045,16 @@ mod tests {
                     headers,
                     body: v["body"].as_str().unwrap().to_owned(),
                 };
-                let (kind, _) = verify_and_parse(family, &app, &req);
+                let (kind, payload) = verify_and_parse(family, &app, &req);
                 assert_eq!(kind, family.default_kind());
+                let resource = crate::providers::parse(family.family(), &payload).resource;
+                assert!(
+                    resources.insert(resource),
+                    "{family:?}: a resource id repeats"
+                );
                 assert!(bodies.insert(req.body));
             }
-            assert_eq!(bodies.len(), 200);
+            assert_eq!(bodies.len(), 5000);
         }
     }
 
@@ -941,7 +1075,10 @@ mod tests {
             pick_app(&config, Provider::Zego, Some("2")).unwrap().app_id,
             "2"
         );
-        assert_eq!(pick_app(&config, Provider::Netease, None).unwrap().app_id, "k");
+        assert_eq!(
+            pick_app(&config, Provider::Netease, None).unwrap().app_id,
+            "k"
+        );
         assert!(pick_app(&config, Provider::Zego, Some("3")).is_err());
         let empty = Config::load(None, Vec::new()).unwrap();
         let err = pick_app(&empty, Provider::Zego, None).unwrap_err();

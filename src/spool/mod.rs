@@ -28,7 +28,11 @@
 //! got no answer (or a 503), so the vendor retries them.
 
 pub mod admin;
+mod recent;
 mod schema;
+
+pub use recent::Recent;
+use recent::RecentKeys;
 
 use crate::verify::Verified;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -142,6 +146,8 @@ pub struct Spool {
 
 struct Inner {
     tx: std_mpsc::Sender<Command>,
+    recent: Arc<RecentKeys>,
+    dedup_window: Duration,
     committed: watch::Receiver<i64>,
     path: PathBuf,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -218,7 +224,10 @@ impl Spool {
 
         let (tx, rx) = std_mpsc::channel();
         let (committed_tx, committed) = watch::channel(max_seq);
+        let recent = Arc::new(RecentKeys::default());
+        let dedup_window = options.dedup_window;
         let writer = Writer {
+            recent: Arc::clone(&recent),
             conn,
             options,
             committed: committed_tx,
@@ -231,6 +240,8 @@ impl Spool {
         Ok(Spool {
             inner: Arc::new(Inner {
                 tx,
+                recent,
+                dedup_window,
                 committed,
                 path,
                 writer: Mutex::new(Some(handle)),
@@ -241,6 +252,13 @@ impl Spool {
     /// The spool file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Answers a repeat from memory when its original is known to be
+    /// committed; [`Recent::Unknown`] means "append it and let the spool decide".
+    pub fn recent(&self, dedup_key: &str, sig_key: Option<&str>) -> Recent {
+        let window_start = now_ms() - self.inner.dedup_window.as_millis() as i64;
+        self.inner.recent.lookup(dedup_key, sig_key, window_start)
     }
 
     /// Stores a verified event; returns once it is committed (or refused).
@@ -429,6 +447,7 @@ fn register_sinks(conn: &mut Connection, sinks: &[(String, String)]) -> rusqlite
 }
 
 struct Writer {
+    recent: Arc<RecentKeys>,
     conn: Connection,
     options: SpoolOptions,
     committed: watch::Sender<i64>,
@@ -514,7 +533,26 @@ impl Writer {
                 }
                 for (cmd, outcome) in batch.drain(..).zip(outcomes) {
                     match (cmd, outcome) {
-                        (Command::Append(_, reply), Some(o)) => {
+                        (Command::Append(ev, reply), Some(o)) => {
+                            // Committed: repeats can now be answered from memory.
+                            match &o {
+                                Appended::Stored { id } => self.recent.stored(
+                                    &ev.dedup_key,
+                                    ev.sig_key.as_deref(),
+                                    id,
+                                    ev.received_at_ms,
+                                ),
+                                Appended::Duplicate { .. } => {
+                                    if let Some(sig) = &ev.sig_key {
+                                        self.recent.signature(
+                                            &ev.dedup_key,
+                                            sig,
+                                            ev.received_at_ms,
+                                        );
+                                    }
+                                }
+                                Appended::ReplayedSignature => {}
+                            }
                             let _ = reply.send(Ok(o));
                         }
                         (Command::Exec(_, reply), _) => {
@@ -617,6 +655,7 @@ fn append_one(
     now: i64,
     window_start: i64,
 ) -> rusqlite::Result<(Appended, i64)> {
+    let mut sig_known = false;
     if let Some(sig) = &ev.sig_key {
         let first_use: Option<String> = tx
             .prepare_cached(
@@ -633,10 +672,11 @@ fn append_one(
                 .query_row(params![sig, window_start], |r| r.get(0))
                 .optional()?,
         };
-        if let Some(key) = used_by
-            && key != ev.dedup_key
-        {
-            return Ok((Appended::ReplayedSignature, 0));
+        if let Some(key) = used_by {
+            if key != ev.dedup_key {
+                return Ok((Appended::ReplayedSignature, 0));
+            }
+            sig_known = true;
         }
     }
     let existing: Option<String> = tx
@@ -647,7 +687,7 @@ fn append_one(
         .query_row(params![ev.dedup_key, window_start], |r| r.get(0))
         .optional()?;
     if let Some(id) = existing {
-        if let Some(sig) = &ev.sig_key {
+        if let Some(sig) = ev.sig_key.as_ref().filter(|_| !sig_known) {
             // A re-signed retry: remember its signature too, so it cannot carry another body later.
             tx.prepare_cached(
                 "INSERT INTO signatures (sig_key, dedup_key, seen_at_ms) VALUES (?1, ?2, ?3)
