@@ -373,14 +373,8 @@ impl Config {
         let raw: RawConfig =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();
-                let var = from_env
-                    .iter()
-                    .find(|(p, _)| {
-                        *p == path
-                            || path.starts_with(&format!("{p}."))
-                            || p.starts_with(&format!("{path}."))
-                    })
-                    .map(|(_, v)| format!(" (set by environment variable `{v}`)"))
+                let var = env_var_for(from_env, &path, e.inner().message())
+                    .map(|v| format!(" (set by environment variable `{v}`)"))
                     .unwrap_or_default();
                 anyhow!(
                     "invalid config at `{path}`{var}: {}",
@@ -460,8 +454,10 @@ impl HttpSinkConfig {
             Ok(_) => bail!("invalid config at `sinks[{i}].url`: must be an http or https URL"),
             Err(e) => bail!("invalid config at `sinks[{i}].url`: {e}"),
         }
-        if self.secret.is_some() && self.secret_env.is_some() {
-            bail!("invalid config at `sinks[{i}]`: give `secret` or `secret_env`, not both");
+        if self.secret.is_some() == self.secret_env.is_some() {
+            bail!(
+                "invalid config at `sinks[{i}]`: give exactly one of `secret` or `secret_env` (every request is signed)"
+            );
         }
         if let Some(var) = self.secret_env.take() {
             let value = std::env::var(&var).map_err(|_| {
@@ -565,6 +561,49 @@ impl Config {
     }
 }
 
+/// The variable behind an error at `path`: the one that set exactly that
+/// key, or the unknown field the message names, or a parent it replaced, or
+/// the only variable below `path`.
+fn env_var_for<'a>(from_env: &'a [(String, String)], path: &str, message: &str) -> Option<&'a str> {
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+        .map(|field| {
+            if path.is_empty() || path == "." {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            }
+        });
+    let exact = |want: &str| {
+        from_env
+            .iter()
+            .find(|(p, _)| p == want)
+            .map(|(_, v)| v.as_str())
+    };
+    if let Some(v) = exact(path) {
+        return Some(v);
+    }
+    if let Some(v) = unknown.as_deref().and_then(exact) {
+        return Some(v);
+    }
+    if let Some((_, v)) = from_env
+        .iter()
+        .find(|(p, _)| path.starts_with(&format!("{p}.")) || path.starts_with(&format!("{p}[")))
+    {
+        return Some(v);
+    }
+    let below: Vec<&str> = from_env
+        .iter()
+        .filter(|(p, _)| p.starts_with(&format!("{path}.")) || p.starts_with(&format!("{path}[")))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    match below.as_slice() {
+        [only] => Some(only),
+        _ => None,
+    }
+}
+
 /// Deep-merges `over` into `base`: tables merge, everything else replaces.
 fn merge(base: &mut toml::Table, over: toml::Table) {
     for (key, value) in over {
@@ -630,6 +669,14 @@ fn parse_env_value(value: &str) -> toml::Value {
 
 fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
     let (first, rest) = path.split_first().ok_or("empty key")?;
+    if let Some((next, _)) = rest.split_first()
+        && next.parse::<usize>().is_ok()
+        && !matches!(table.get(first.as_str()), Some(toml::Value::Array(_)))
+    {
+        return Err(format!(
+            "`{first}` has no entry {next} in the config file (variables can only change entries the file defines)"
+        ));
+    }
     if rest.is_empty() {
         table.insert(first.clone(), value);
         return Ok(());
@@ -710,6 +757,23 @@ mod tests {
         let err = load_str("", &[("HOOKRELAY_SERVER__LISTN", "1.2.3.4:1")]).unwrap_err();
         assert!(
             format!("{err:#}").contains("HOOKRELAY_SERVER__LISTN"),
+            "{err:#}"
+        );
+        let err = load_str(
+            "[[sinks]]\nkind = \"file\"\npath = \"x\"\n",
+            &[
+                ("HOOKRELAY_SINKS__0__ZZZ", "1"),
+                ("HOOKRELAY_SINKS__0__PATH", "y"),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("HOOKRELAY_SINKS__0__ZZZ"),
+            "{err:#}"
+        );
+        let err = load_str("", &[("HOOKRELAY_APPS__0__SECRET", "s")]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("HOOKRELAY_APPS__0__SECRET"),
             "{err:#}"
         );
         let err = load_str("", &[("HOOKRELAY_NOSUCHSECTION__KEY", "1")]).unwrap_err();

@@ -174,6 +174,8 @@ impl Worker {
             }
         };
         self.progress.cursor.store(cursor, Ordering::Relaxed);
+        // Dead letters kept from before a restart count from the start.
+        self.refresh_dead_letter_gauge().await;
         tracing::debug!(sink = %name, cursor, "delivery worker started");
         loop {
             if self.cancel.is_cancelled() {

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::delivery::Delivery;
-use crate::error::IngestError;
+use crate::error::{IngestError, RejectionCode};
 use crate::ingest::{self, AppState};
 use crate::metrics::Metrics;
 use crate::providers::Family;
@@ -14,10 +14,12 @@ use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -33,7 +35,7 @@ use tower_http::trace::TraceLayer;
 /// A bound, ready-to-run hookrelay.
 pub struct Application {
     listener: TcpListener,
-    router: Router,
+    service: AppService,
     state: AppState,
     delivery: Delivery,
 }
@@ -72,10 +74,10 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let state = AppState::new(Arc::clone(&config), spool, metrics);
-        let router = router(state.clone(), &config);
+        let service = service(state.clone(), &config);
         Ok(Application {
             listener,
-            router,
+            service,
             state,
             delivery,
         })
@@ -183,7 +185,7 @@ impl Application {
             };
             let _ = stream.set_nodelay(true);
             let service =
-                self.router
+                self.service
                     .clone()
                     .map_request(move |mut req: Request<hyper::body::Incoming>| {
                         req.extensions_mut().insert(ConnectInfo(peer));
@@ -219,8 +221,11 @@ impl Application {
     }
 }
 
-/// Every route and the middleware stack.
-pub fn router(state: AppState, config: &Config) -> Router {
+/// The whole HTTP service as served: a type-erased, cloneable tower service.
+pub type AppService = tower::util::BoxCloneService<Request, Response, Infallible>;
+
+/// Every route.
+pub fn router(state: AppState) -> Router {
     let callback = |family: Family| {
         post(move |State(s): State<AppState>, req: Request| callback(s, family, req))
     };
@@ -238,22 +243,57 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .fallback(|| async { IngestError::NotFound })
         .method_not_allowed_fallback(|| async { IngestError::MethodNotAllowed })
         .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(CatchPanicLayer::new())
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(TraceLayer::new_for_http().make_span_with(make_span))
-                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-                    IngestError::Overloaded
-                }))
-                .load_shed()
-                .concurrency_limit(config.server.concurrency_limit)
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    Duration::from_secs(config.server.request_timeout_secs),
-                )),
-        )
+}
+
+/// The routes wrapped in the middleware stack, read top to bottom.
+///
+/// The stack wraps the router as one service — not `Router::layer`, which
+/// would give every route its own concurrency limit — so
+/// `server.concurrency_limit` bounds the whole server.
+pub fn service(state: AppState, config: &Config) -> AppService {
+    let routes = router(state.clone());
+    ServiceBuilder::new()
+        .map_response(IntoResponse::into_response)
+        .layer(CatchPanicLayer::new())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(make_span))
+        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+            IngestError::Overloaded
+        }))
+        .load_shed()
+        .concurrency_limit(config.server.concurrency_limit)
+        .layer(axum::middleware::from_fn_with_state(state, timeout_as_json))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(config.server.request_timeout_secs),
+        ))
+        .service(routes)
+        .boxed_clone()
+}
+
+/// The timeout layer answers a bare 408; give it the error contract's JSON
+/// shape and count it like any other rejection.
+async fn timeout_as_json(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let family = match req.uri().path() {
+        "/callbacks/zego/cloud-player" => Some(Family::CloudPlayer),
+        "/callbacks/zego/stream" => Some(Family::Stream),
+        "/callbacks/zego/compose" => Some(Family::Compose),
+        "/callbacks/netease/cloud-play" => Some(Family::CloudPlay),
+        _ => None,
+    };
+    let response = next.run(req).await;
+    if response.status() == StatusCode::REQUEST_TIMEOUT
+        && response.extensions().get::<RejectionCode>().is_none()
+    {
+        let timeout = IngestError::Timeout;
+        if let Some(f) = family {
+            state.metrics.rejection(f, timeout.code());
+            state.metrics.request(f, timeout.status().as_u16());
+        }
+        return timeout.into_response();
+    }
+    response
 }
 
 /// One callback request: source check, the family's pipeline, metrics.
@@ -371,7 +411,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining().load(Ordering::SeqCst) {
         return not_ready("draining");
     }
-    match tokio::time::timeout(Duration::from_secs(2), state.spool.probe()).await {
+    // Room for the largest callback we accept: its envelope holds the body twice (raw + event).
+    let room = state.config().server.max_body_bytes as u64 * 2 + 64 * 1024;
+    match tokio::time::timeout(Duration::from_secs(2), state.spool.probe(room)).await {
         Ok(Ok(())) => (StatusCode::OK, axum::Json(serde_json::json!({"ok": true}))).into_response(),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: the spool does not take writes");

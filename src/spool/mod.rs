@@ -178,6 +178,9 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> rusqlite::Result<Con
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Keep the WAL file from growing without bound after a burst.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    // Checkpoint every ~32 MiB of WAL instead of SQLite's 4 MiB: index pages
+    // are rewritten by many commits, and a later checkpoint copies each only once.
+    conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
     conn.pragma_update(None, "cache_size", -16_000)?;
     Ok(conn)
 }
@@ -384,18 +387,51 @@ impl Spool {
         .await
     }
 
-    /// Proves the spool takes durable writes (a committed, fsynced row).
-    pub async fn probe(&self) -> Result<(), SpoolError> {
+    /// Proves the spool takes durable writes of new events: a row is
+    /// written, committed and fsynced, and under `max_size_mb` there is room
+    /// left for an event of `room_bytes`. A full spool or a full disk fails it.
+    pub async fn probe(&self, room_bytes: u64) -> Result<(), SpoolError> {
         let now = now_ms();
+        // A failed probe must not fail the appends group-committed with it:
+        // it runs in a savepoint and reports its own outcome.
+        let outcome: Arc<Mutex<Option<String>>> = Arc::default();
+        let report = Arc::clone(&outcome);
         self.exec(move |tx| {
-            tx.prepare_cached(
-                "INSERT INTO meta (key, value) VALUES ('probed_at_ms', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute([now])?;
-            Ok(())
+            tx.execute_batch("SAVEPOINT probe")?;
+            let tried = (|| -> rusqlite::Result<()> {
+                let pragma = |name: &str| -> rusqlite::Result<u64> {
+                    tx.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+                        .map(|v| v.max(0) as u64)
+                };
+                let free_pages = pragma("max_page_count")?
+                    .saturating_sub(pragma("page_count")?)
+                    .saturating_add(pragma("freelist_count")?);
+                if free_pages.saturating_mul(pragma("page_size")?) < room_bytes {
+                    return Err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                        Some("spool.max_size_mb reached: no room for another event".into()),
+                    ));
+                }
+                tx.prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES ('probed_at_ms', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute([now])?;
+                Ok(())
+            })();
+            if let Err(e) = tried {
+                tx.execute_batch("ROLLBACK TO probe")?;
+                if let Ok(mut o) = report.lock() {
+                    *o = Some(e.to_string());
+                }
+            }
+            tx.execute_batch("RELEASE probe")
         })
-        .await
+        .await?;
+        match outcome.lock().ok().and_then(|mut o| o.take()) {
+            Some(reason) => Err(SpoolError::Write(reason)),
+            None => Ok(()),
+        }
     }
 
     /// Prunes now instead of at the next periodic prune (tests, benchmarks).

@@ -2,6 +2,7 @@
 mod helpers;
 mod receiver;
 
+mod contract;
 mod durability;
 mod http_sink;
 mod http_surface;
