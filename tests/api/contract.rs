@@ -1450,11 +1450,16 @@ async fn events_show_prints_the_envelope_and_where_each_sink_stands() {
         app.wait_for_events(1).await[0],
         "the same envelope the sink got"
     );
-    assert!(
-        stderr(&out).contains("sink file: delivered"),
-        "{}",
-        stderr(&out)
-    );
+    // The sink's progress is recorded just after its write: poll for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = cli(&["events", "show", &id], &config);
+        if stderr(&out).contains("sink file: delivered") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", stderr(&out));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let out = cli(&["events", "show"], &config);
     assert_eq!(out.status.code(), Some(2), "the id is required");
     app.stop().await;
