@@ -45,6 +45,8 @@ pub enum Command {
     Events(EventsCommand),
     /// Validate a config and print the effective settings, secrets redacted.
     CheckConfig(ConfigArg),
+    /// Send (or emit) correctly signed test callbacks for any family.
+    Send(crate::send::SendArgs),
     /// Exit 0 if a local hookrelay answers /healthz (for container HEALTHCHECKs; no curl needed).
     Healthcheck {
         /// The health URL. Default: http://127.0.0.1:<port of server.listen>/healthz.
@@ -109,6 +111,7 @@ pub fn run_admin(command: Command) -> ExitCode {
 fn admin(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(_) => anyhow::bail!("serve is not an operator verb"),
+        Command::Send(args) => Ok(crate::send::run(args)),
         Command::CheckConfig(config) => {
             let config = config.load()?;
             print!("{}", toml::to_string_pretty(&config)?);

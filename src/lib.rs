@@ -19,7 +19,7 @@
 //! - [`event`]: the envelope sinks receive, and dedup keys.
 //! - [`spool`]: durability (SQLite WAL, group commit).
 //! - [`delivery`]: workers moving events from the spool to [`sinks`].
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics; [`send`]: signed test callbacks.
 //! - [`telemetry`], [`shutdown`], [`cli`]: process wiring.
 
 pub mod cli;
@@ -32,6 +32,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod providers;
 pub mod secret;
+pub mod send;
 pub mod server;
 pub mod shutdown;
 pub mod sinks;

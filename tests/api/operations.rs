@@ -498,3 +498,78 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     assert!(started.elapsed() >= Duration::from_millis(900));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_delivers_correctly_signed_callbacks_of_every_family() {
+    let app = spawn_app().await;
+    let config = app.dir.path().join("hookrelay.toml");
+    let cases = [
+        ("stream", "stream_create"),
+        ("stream", "stream_close"),
+        ("compose", "compose"),
+        ("cloud-player", "player_created"),
+        ("cloud-player", "upload_failed"),
+        ("cloud-play", "play_error"),
+    ];
+    for (family, kind) in cases {
+        let url = format!("http://{}", app.addr);
+        let out = tokio::task::spawn_blocking({
+            let config = config.clone();
+            move || {
+                Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+                    .args([
+                        "send", "--family", family, "--kind", kind, "--url", &url, "--config",
+                    ])
+                    .arg(&config)
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "send {family} {kind}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let events = app.wait_for_events(cases.len()).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, cases.map(|(_, k)| k));
+
+    // --emit writes unique signed requests instead of sending.
+    let out_file = app.dir.path().join("emitted.jsonl");
+    let status = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["send", "--family", "stream", "--emit", "5", "--out"])
+        .arg(&out_file)
+        .arg("--config")
+        .arg(&config)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let lines: Vec<Value> = std::fs::read_to_string(&out_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    for l in &lines {
+        assert_eq!(l["route"], "/callbacks/zego/stream");
+        let resp = app
+            .client
+            .post(app.url(l["route"].as_str().unwrap()))
+            .header("content-type", "application/json")
+            .body(l["body"].as_str().unwrap().to_owned())
+            .send()
+            .await
+            .unwrap();
+        let (status, ack) = json_body(resp).await;
+        assert_eq!(
+            (status, ack["duplicate"].clone()),
+            (200, json!(false)),
+            "{ack}"
+        );
+    }
+    app.stop().await;
+}
