@@ -3,6 +3,12 @@ use hookrelay::cli::{Cli, Command};
 use hookrelay::server::Application;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: a request allocates and frees many
+/// small buffers across threads, and glibc spent ~15% of the CPU of a unique
+/// event in `_int_malloc`/`malloc_consolidate` (see bench/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

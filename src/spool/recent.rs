@@ -7,15 +7,16 @@
 //! memory (bounded size, restarts) is still found by the writer.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// Keys kept per generation; two generations are searched, so between
 /// `CAPACITY` and `2 * CAPACITY` of the latest keys are remembered.
 const CAPACITY: usize = 32 * 1024;
 
-#[derive(Debug, Clone)]
+/// A committed event as remembered: 40 bytes, no allocation of its own.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Entry {
-    pub id: Arc<str>,
+    pub id: uuid::Uuid,
     pub received_at_ms: i64,
 }
 
@@ -30,11 +31,23 @@ pub enum Recent {
     Unknown,
 }
 
+/// Dedup and signature keys are 128-bit hashes written as 32 hex digits
+/// ([`crate::event::dedup_key`]); memory keeps them as the number, not the
+/// text, which cuts the cache to about a fifth of its size as `String`s.
+/// Anything else is not cached (and so always asked of the spool).
+fn compact(key: &str) -> Option<u128> {
+    if key.len() == 32 {
+        u128::from_str_radix(key, 16).ok()
+    } else {
+        None
+    }
+}
+
 #[derive(Default)]
 struct Generation {
-    events: HashMap<String, Entry>,
+    events: HashMap<u128, Entry>,
     /// sig_key -> (dedup_key, seen at ms)
-    sigs: HashMap<String, (String, i64)>,
+    sigs: HashMap<u128, (u128, i64)>,
 }
 
 #[derive(Default)]
@@ -45,15 +58,21 @@ pub(crate) struct RecentKeys {
 impl RecentKeys {
     /// Looks `dedup_key` (and, for ZEGO, `sig_key`) up among keys seen since `window_start`.
     pub fn lookup(&self, dedup_key: &str, sig_key: Option<&str>, window_start: i64) -> Recent {
+        let Some(dedup) = compact(dedup_key) else {
+            return Recent::Unknown;
+        };
         let Ok(g) = self.inner.lock() else {
             return Recent::Unknown;
         };
         let (current, previous) = &*g;
         if let Some(sig) = sig_key {
-            let seen = current.sigs.get(sig).or_else(|| previous.sigs.get(sig));
+            let Some(sig) = compact(sig) else {
+                return Recent::Unknown;
+            };
+            let seen = current.sigs.get(&sig).or_else(|| previous.sigs.get(&sig));
             match seen {
                 Some((key, at)) if *at >= window_start => {
-                    if key != dedup_key {
+                    if *key != dedup {
                         return Recent::ReplayedSignature;
                     }
                 }
@@ -63,8 +82,8 @@ impl RecentKeys {
         }
         let entry = current
             .events
-            .get(dedup_key)
-            .or_else(|| previous.events.get(dedup_key));
+            .get(&dedup)
+            .or_else(|| previous.events.get(&dedup));
         match entry {
             Some(e) if e.received_at_ms >= window_start => Recent::Duplicate {
                 id: e.id.to_string(),
@@ -75,33 +94,35 @@ impl RecentKeys {
 
     /// Records a committed event (and its signature).
     pub fn stored(&self, dedup_key: &str, sig_key: Option<&str>, id: &str, at_ms: i64) {
+        let (Some(dedup), Ok(id)) = (compact(dedup_key), uuid::Uuid::parse_str(id)) else {
+            return;
+        };
         let Ok(mut g) = self.inner.lock() else {
             return;
         };
         let current = Self::room(&mut g);
         current.events.insert(
-            dedup_key.to_owned(),
+            dedup,
             Entry {
-                id: Arc::from(id),
+                id,
                 received_at_ms: at_ms,
             },
         );
-        if let Some(sig) = sig_key {
-            current
-                .sigs
-                .insert(sig.to_owned(), (dedup_key.to_owned(), at_ms));
+        if let Some(sig) = sig_key.and_then(compact) {
+            current.sigs.insert(sig, (dedup, at_ms));
         }
     }
 
     /// Records a signature committed for an existing event (a re-signed repeat).
     pub fn signature(&self, dedup_key: &str, sig_key: &str, at_ms: i64) {
+        let (Some(dedup), Some(sig)) = (compact(dedup_key), compact(sig_key)) else {
+            return;
+        };
         let Ok(mut g) = self.inner.lock() else {
             return;
         };
         let current = Self::room(&mut g);
-        current
-            .sigs
-            .insert(sig_key.to_owned(), (dedup_key.to_owned(), at_ms));
+        current.sigs.insert(sig, (dedup, at_ms));
     }
 
     /// The current generation, rotated first when full.
@@ -117,47 +138,64 @@ impl RecentKeys {
 mod tests {
     use super::*;
 
+    const ID1: &str = "019a0000-0000-7000-8000-000000000001";
+
+    fn key(i: usize) -> String {
+        format!("{i:032x}")
+    }
+
     #[test]
     fn a_committed_key_is_a_duplicate_within_the_window_only() {
         let r = RecentKeys::default();
-        assert_eq!(r.lookup("k", None, 0), Recent::Unknown);
-        r.stored("k", None, "id-1", 1000);
+        let k = key(1);
+        assert_eq!(r.lookup(&k, None, 0), Recent::Unknown);
+        r.stored(&k, None, ID1, 1000);
         assert_eq!(
-            r.lookup("k", None, 500),
-            Recent::Duplicate { id: "id-1".into() }
+            r.lookup(&k, None, 500),
+            Recent::Duplicate { id: ID1.into() }
         );
-        assert_eq!(r.lookup("k", None, 1001), Recent::Unknown);
+        assert_eq!(r.lookup(&k, None, 1001), Recent::Unknown);
     }
 
     #[test]
     fn a_known_signature_with_another_payload_is_a_replay() {
         let r = RecentKeys::default();
-        r.stored("k1", Some("s1"), "id-1", 1000);
+        let (k1, k2, s1, s2) = (key(1), key(2), key(101), key(102));
+        r.stored(&k1, Some(&s1), ID1, 1000);
         assert_eq!(
-            r.lookup("k1", Some("s1"), 0),
-            Recent::Duplicate { id: "id-1".into() }
+            r.lookup(&k1, Some(&s1), 0),
+            Recent::Duplicate { id: ID1.into() }
         );
-        assert_eq!(r.lookup("k2", Some("s1"), 0), Recent::ReplayedSignature);
+        assert_eq!(r.lookup(&k2, Some(&s1), 0), Recent::ReplayedSignature);
         // A new signature on a known payload must go to the writer to be recorded.
-        assert_eq!(r.lookup("k1", Some("s2"), 0), Recent::Unknown);
-        r.signature("k1", "s2", 1001);
+        assert_eq!(r.lookup(&k1, Some(&s2), 0), Recent::Unknown);
+        r.signature(&k1, &s2, 1001);
         assert_eq!(
-            r.lookup("k1", Some("s2"), 0),
-            Recent::Duplicate { id: "id-1".into() }
+            r.lookup(&k1, Some(&s2), 0),
+            Recent::Duplicate { id: ID1.into() }
         );
+    }
+
+    #[test]
+    fn keys_that_are_not_hashes_are_left_to_the_spool() {
+        let r = RecentKeys::default();
+        r.stored("not-a-hash", None, ID1, 1000);
+        assert_eq!(r.lookup("not-a-hash", None, 0), Recent::Unknown);
+        r.stored(&key(3), None, "not-a-uuid", 1000);
+        assert_eq!(r.lookup(&key(3), None, 0), Recent::Unknown);
     }
 
     #[test]
     fn memory_is_bounded_but_keeps_the_latest_generation() {
         let r = RecentKeys::default();
         for i in 0..(3 * CAPACITY) {
-            r.stored(&format!("k{i}"), None, "id", 1);
+            r.stored(&key(i), None, ID1, 1);
         }
         let g = r.inner.lock().unwrap();
         assert!(g.0.events.len() + g.1.events.len() <= 2 * CAPACITY);
         drop(g);
-        let last = format!("k{}", 3 * CAPACITY - 1);
+        let last = key(3 * CAPACITY - 1);
         assert!(matches!(r.lookup(&last, None, 0), Recent::Duplicate { .. }));
-        assert_eq!(r.lookup("k0", None, 0), Recent::Unknown);
+        assert_eq!(r.lookup(&key(0), None, 0), Recent::Unknown);
     }
 }
