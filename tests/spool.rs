@@ -1,5 +1,6 @@
 //! The spool on a real SQLite file: retention keeps it bounded under steady
-//! load, a full spool refuses and then recovers by itself, dedup windows.
+//! load, a full spool refuses and then recovers by itself, dedup windows,
+//! ZEGO signatures remembered across restarts.
 
 use hookrelay::secret::SecretString;
 use hookrelay::spool::{Appended, NewEvent, Spool, SpoolOptions, now_ms};
@@ -31,6 +32,14 @@ fn event(n: u64, size: usize) -> NewEvent {
         resource: None,
         family: "stream",
         kind: "stream_create".into(),
+    }
+}
+
+/// `event(n)` as ZEGO would send it, under signature key `sig`.
+fn signed_event(n: u64, sig: u64) -> NewEvent {
+    NewEvent {
+        sig_key: Some(format!("{sig:032x}")),
+        ..event(n, 10)
     }
 }
 
@@ -163,5 +172,38 @@ async fn repeats_inside_the_window_are_duplicates_and_outside_it_are_new() {
     tokio::time::sleep(Duration::from_millis(350)).await;
     let later = spool.append(verified(event(7, 10))).await.unwrap();
     assert!(matches!(later, Appended::Stored { .. }), "{later:?}");
+    spool.close().await;
+}
+
+#[tokio::test]
+async fn a_signature_used_once_is_refused_with_another_payload_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || SpoolOptions {
+        dedup_window: Duration::from_secs(3600),
+        retention: Duration::from_secs(3600),
+        max_size_bytes: 0,
+    };
+    let spool = Spool::open(dir.path(), options(), &sinks()).unwrap();
+    let first = spool.append(verified(signed_event(1, 100))).await.unwrap();
+    let Appended::Stored { id } = first else {
+        panic!("{first:?}")
+    };
+    spool.close().await;
+
+    // A new process: nothing in memory, the spool alone must know.
+    let spool = Spool::open(dir.path(), options(), &sinks()).unwrap();
+    let replay = spool.append(verified(signed_event(2, 100))).await.unwrap();
+    assert_eq!(replay, Appended::ReplayedSignature);
+    let resent = spool.append(verified(signed_event(1, 100))).await.unwrap();
+    assert_eq!(resent, Appended::Duplicate { id: id.clone() });
+    // A re-signed retry is a duplicate, and its signature is remembered too.
+    let resigned = spool.append(verified(signed_event(1, 101))).await.unwrap();
+    assert_eq!(resigned, Appended::Duplicate { id });
+    spool.close().await;
+    let spool = Spool::open(dir.path(), options(), &sinks()).unwrap();
+    let reuse = spool.append(verified(signed_event(3, 101))).await.unwrap();
+    assert_eq!(reuse, Appended::ReplayedSignature);
+    let other = spool.append(verified(signed_event(3, 102))).await.unwrap();
+    assert!(matches!(other, Appended::Stored { .. }), "{other:?}");
     spool.close().await;
 }
