@@ -2,7 +2,7 @@
 # hookrelay benchmark: hookrelay against a bare axum baseline on 127.0.0.1.
 # What it measures and how to read it: bench/README.md. Not part of `cargo test`.
 #
-#   bench/run.sh                  # full run: 3 rounds, about 10 minutes
+#   bench/run.sh                  # full run: 3 rounds, about 7 minutes
 #   ROUNDS=1 DURATION=5 bench/run.sh   # a quick look
 #
 # Settings (environment): ROUNDS (3), DURATION seconds per run (10),
