@@ -33,6 +33,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub spool: SpoolConfig,
+    pub admin: AdminConfig,
     pub apps: Vec<App>,
     pub sinks: Vec<SinkConfig>,
 }
@@ -43,6 +44,8 @@ struct RawConfig {
     server: ServerConfig,
     log: LogConfig,
     spool: SpoolConfig,
+    #[serde(default)]
+    admin: AdminConfig,
     #[serde(default)]
     apps: Vec<RawApp>,
     #[serde(default)]
@@ -55,9 +58,17 @@ struct RawConfig {
 pub struct ServerConfig {
     /// Address to listen on. Default `0.0.0.0:8080`.
     pub listen: SocketAddr,
-    /// Largest accepted request body in bytes; larger gets 413. Default 1 MiB.
+    /// Largest accepted request body in bytes; larger gets 413. Default 64 KiB
+    /// (callbacks are a few KB).
     pub max_body_bytes: usize,
-    /// How far a callback's timestamp may be from our clock, in seconds; 0 disables. Default 300.
+    /// Total bytes of request bodies being received at once; past it a new
+    /// callback is answered 503 `overloaded` at once. Default 32 MiB.
+    pub max_inflight_body_bytes: usize,
+    /// A body must arrive within this many seconds of its headers (408 past
+    /// it). Default 5.
+    pub body_timeout_secs: u64,
+    /// How far a callback's timestamp may be from our clock, in seconds; at
+    /// least 1. Default 300.
     pub timestamp_tolerance_secs: u64,
     /// Whole-request deadline in seconds (408 past it). Default 10.
     pub request_timeout_secs: u64,
@@ -213,6 +224,28 @@ pub struct SpoolConfig {
     /// Largest spool file in MiB; when full, callbacks get 503 instead of the
     /// disk filling up. 0 = no limit (the default).
     pub max_size_mb: u64,
+}
+
+/// `[admin]`: a second listener for the operator's endpoints.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// When set, `/metrics` and `/readyz` are served only here (`/healthz`
+    /// on both), so the public port exposes callbacks and `/healthz` alone.
+    /// `server.allowed_ips` never applies here. Default unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// How long a used ZEGO signature is remembered: the dedup window, and
+    /// never less than twice the timestamp tolerance (a timestamp up to the
+    /// tolerance in the past or the future verifies, so a signature can stay
+    /// usable for 2 × tolerance after we first saw it).
+    pub fn signature_window(&self) -> Duration {
+        let fresh = Duration::from_secs(self.server.timestamp_tolerance_secs.saturating_mul(2));
+        self.spool.dedup_window().max(fresh)
+    }
 }
 
 impl SpoolConfig {
@@ -402,6 +435,21 @@ impl RawConfig {
         if self.server.request_timeout_secs == 0 {
             bail!("invalid config at `server.request_timeout_secs`: must be at least 1");
         }
+        if self.server.body_timeout_secs == 0 {
+            bail!("invalid config at `server.body_timeout_secs`: must be at least 1");
+        }
+        if self.server.max_inflight_body_bytes == 0 {
+            bail!("invalid config at `server.max_inflight_body_bytes`: must be at least 1");
+        }
+        if self.server.timestamp_tolerance_secs == 0 {
+            // Without a freshness check a signature verifies forever, and
+            // would be replayable with another body once the replay guard
+            // has forgotten it.
+            bail!(
+                "invalid config at `server.timestamp_tolerance_secs`: must be at least 1 \
+                 (0 would let a captured signature be replayed once forgotten)"
+            );
+        }
         if self.spool.dedup_window_hours == 0 {
             bail!("invalid config at `spool.dedup_window_hours`: must be at least 1");
         }
@@ -441,6 +489,7 @@ impl RawConfig {
             server: self.server,
             log: self.log,
             spool: self.spool,
+            admin: self.admin,
             apps,
             sinks,
         })
@@ -727,7 +776,7 @@ mod tests {
     fn defaults_alone_are_valid_and_refuse_every_app() {
         let c = Config::load(None, Vec::new()).unwrap();
         assert_eq!(c.server.listen, "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(c.server.max_body_bytes, 1_048_576);
+        assert_eq!(c.server.max_body_bytes, 65_536);
         assert_eq!(c.server.timestamp_tolerance_secs, 300);
         assert_eq!(c.spool.dedup_window_hours, 24);
         assert_eq!(c.spool.retention_hours, 72);

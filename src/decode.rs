@@ -41,17 +41,35 @@ pub enum DecodeError {
     Malformed,
 }
 
+/// Deepest object/array nesting accepted. Callbacks nest two or three
+/// levels; serde_json's own limit (128) is about its stack, not our memory.
+pub const MAX_DEPTH: usize = 32;
+
+/// Most JSON values (objects, arrays, scalars) in one body. Callbacks carry a
+/// few dozen fields; a tree of small values costs far more memory than the
+/// bytes that describe it (`[0,0,…]` about 40×), so a body that would build
+/// one is refused before any of it is built.
+pub const MAX_VALUES: usize = 10_000;
+
 /// Decodes a callback body; see the module docs for the rules and their order.
 pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
+    let trimmed = body.trim_ascii();
+    match trimmed.first() {
+        // A top-level array is never a callback; refuse it before building it.
+        Some(b'[') => return Err(DecodeError::Malformed),
+        Some(b'{') if !json_shape_is_bounded(trimmed) => return Err(DecodeError::Malformed),
+        _ => {}
+    }
     // JSON first: it is the vendors' default, and a form or percent-encoded
     // body fails on its first byte, so the attempt costs next to nothing.
+    // Past the checks above it builds at most one object of bounded shape,
+    // or a single scalar.
     if let Ok(value) = serde_json::from_slice::<Value>(body) {
         return Ok(Decoded {
             encoding: Encoding::Json,
             value,
         });
     }
-    let trimmed = body.trim_ascii();
     if trimmed
         .get(..3)
         .is_some_and(|prefix| prefix.eq_ignore_ascii_case(b"%7B"))
@@ -59,6 +77,9 @@ pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
         // The prefix decides the branch: `%7B…` that is not JSON once decoded
         // is malformed rather than retried as form fields.
         let text = percent_decode_form(trimmed)?;
+        if !text.trim_start().starts_with('{') || !json_shape_is_bounded(text.as_bytes()) {
+            return Err(DecodeError::Malformed);
+        }
         let value = serde_json::from_str(&text).map_err(|_| DecodeError::Malformed)?;
         return Ok(Decoded {
             encoding: Encoding::PercentEncodedJson,
@@ -69,6 +90,44 @@ pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
         encoding: Encoding::Form,
         value: decode_form(trimmed)?,
     })
+}
+
+/// Whether JSON text nests at most [`MAX_DEPTH`] levels and holds at most
+/// [`MAX_VALUES`] values, by one pass over the bytes that builds nothing.
+/// Only the shape is judged; whether it is valid JSON is the parser's call.
+fn json_shape_is_bounded(text: &[u8]) -> bool {
+    let (mut depth, mut values) = (0usize, 1usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in text {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return false;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            // Each comma starts one more value (or key/value pair).
+            b',' => {
+                values += 1;
+                if values > MAX_VALUES {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Decodes one form-encoded component (`application/x-www-form-urlencoded`):
@@ -295,6 +354,37 @@ mod tests {
         assert_eq!(v["nonce"].as_u64(), Some(7254119327986670314));
         assert_eq!(v["nonce"].to_string(), "7254119327986670314");
         assert_eq!(v["room_session_id"].to_string(), "858012925204410400");
+    }
+
+    #[test]
+    fn a_top_level_array_is_malformed_before_it_is_built() {
+        let junk = format!("[{}0]", "0,".repeat(100_000));
+        assert_eq!(decode(junk.as_bytes()), Err(DecodeError::Malformed));
+        assert_eq!(decode(b"  [1]"), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_malformed_and_up_to_it_decodes() {
+        let deep = |n: usize| format!("{}{}", "{\"a\":".repeat(n), "1".to_owned() + &"}".repeat(n));
+        assert!(decode(deep(MAX_DEPTH).as_bytes()).is_ok());
+        assert_eq!(
+            decode(deep(MAX_DEPTH + 1).as_bytes()),
+            Err(DecodeError::Malformed)
+        );
+        // Brackets inside strings are text, not nesting.
+        let text = format!("{{\"a\":\"{}\"}}", "[{".repeat(100));
+        assert!(decode(text.as_bytes()).is_ok());
+        // The same rules hold for percent-encoded JSON.
+        let encoded = deep(MAX_DEPTH + 1).replace('{', "%7B").replace('}', "%7D");
+        assert_eq!(decode(encoded.as_bytes()), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn an_object_of_too_many_values_is_malformed() {
+        let many = format!("{{\"a\":[{}0]}}", "0,".repeat(MAX_VALUES));
+        assert_eq!(decode(many.as_bytes()), Err(DecodeError::Malformed));
+        let some = format!("{{\"a\":[{}0]}}", "0,".repeat(100));
+        assert!(decode(some.as_bytes()).is_ok());
     }
 
     #[test]

@@ -3,71 +3,18 @@
 //! Sinks are never awaited here: the answer depends only on the spool
 //! commit, so the vendor hears back in milliseconds whatever the sinks do.
 
-use crate::config::Config;
 use crate::decode::{self, DecodeError};
 use crate::error::IngestError;
 use crate::event::{self, Envelope};
-use crate::metrics::Metrics;
-use crate::providers::{self, Family, Provider, lenient};
-use crate::spool::{self, Appended, NewEvent, Spool};
+use crate::providers::{self, Family, Parsed, Provider, lenient};
+use crate::server::AppState;
+use crate::spool::{self, Appended, NewEvent};
 use crate::verify::{self, VerifyError, zego::Casing};
 use axum::Json;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use serde::Serialize;
 use serde_json::Value;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, RwLock};
-
-/// Shared by every request.
-#[derive(Clone)]
-pub struct AppState {
-    config: Arc<RwLock<Arc<Config>>>,
-    pub spool: Spool,
-    pub metrics: Arc<Metrics>,
-    draining: Arc<AtomicBool>,
-}
-
-impl AppState {
-    pub fn new(config: Arc<Config>, spool: Spool, metrics: Arc<Metrics>) -> AppState {
-        AppState {
-            config: Arc::new(RwLock::new(config)),
-            spool,
-            metrics,
-            draining: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    /// Set once shutdown starts; `/readyz` then answers 503.
-    pub fn draining(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.draining)
-    }
-
-    /// Swaps in the apps and secrets of `new`; everything else keeps its
-    /// start-up value (listen address, spool, sinks need a restart).
-    pub fn reload_apps(&self, new: Config) {
-        let mut next = (*self.config()).clone();
-        next.apps = new.apps;
-        self.metrics.register_apps(&next);
-        self.replace_config(Arc::new(next));
-    }
-
-    /// The config in force now (apps and secrets can be swapped at run time).
-    pub fn config(&self) -> Arc<Config> {
-        match self.config.read() {
-            Ok(c) => Arc::clone(&c),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
-    }
-
-    /// Swaps in a new config for the requests that start from now on.
-    pub fn replace_config(&self, config: Arc<Config>) {
-        match self.config.write() {
-            Ok(mut c) => *c = config,
-            Err(poisoned) => *poisoned.into_inner() = config,
-        }
-    }
-}
 
 /// The success answer.
 #[derive(Debug, Serialize)]
@@ -114,12 +61,7 @@ pub async fn zego(state: &AppState, family: Family, body: Bytes) -> Result<Json<
     state
         .metrics
         .secret_match("zego", &app.app_id, verified.secret_position());
-    let sig_key = event::signature_key(
-        &app.app_id,
-        &fields.timestamp,
-        &fields.nonce,
-        &fields.signature,
-    );
+    let sig_key = event::signature_key(&app.app_id, &fields.signature);
     let dedup_key = event::dedup_key(
         Provider::Zego,
         &app.app_id,
@@ -129,14 +71,22 @@ pub async fn zego(state: &AppState, family: Family, body: Bytes) -> Result<Json<
     if let Some(answer) = answer_from_memory(state, family, &dedup_key, Some(&sig_key))? {
         return Ok(answer);
     }
+    let parsed = parse(family, verified.get())?;
     let app_id = app.app_id.clone();
-    let new_event = verified.map(|payload| {
+    let new_event = verified.map(|mut payload| {
+        // The signature is a bearer credential while its timestamp is fresh:
+        // the envelope (sinks, logs, dead letters) never carries it.
+        if let Value::Object(map) = &mut payload {
+            map.remove("signature");
+            map.remove("Signature");
+        }
         build_event(
             Provider::Zego,
             family,
             &app_id,
             now,
             payload,
+            parsed,
             dedup_key,
             Some(sig_key),
         )
@@ -200,6 +150,7 @@ pub async fn netease(
     if let Some(answer) = answer_from_memory(state, family, &dedup_key, None)? {
         return Ok(answer);
     }
+    let parsed = parse(family, &payload)?;
     let app_id = app.app_id.clone();
     let new_event = verified.map(|()| {
         build_event(
@@ -208,6 +159,7 @@ pub async fn netease(
             &app_id,
             now,
             payload,
+            parsed,
             dedup_key,
             None,
         )
@@ -219,16 +171,31 @@ fn is_probe(body: &[u8], payload: &Value) -> bool {
     body.trim_ascii().is_empty() || payload.as_object().is_some_and(|m| m.is_empty())
 }
 
+/// Longest `kind` accepted, in characters. The envelope keeps the vendor's
+/// text (an event type we do not know yet is still delivered); a longer one
+/// is no event type but an attack on whatever indexes or prints kinds.
+pub const MAX_KIND_CHARS: usize = 128;
+
+/// The family's typed event, refused as malformed when its kind is absurd.
+fn parse(family: Family, payload: &Value) -> Result<Parsed, IngestError> {
+    let parsed = providers::parse(family, payload);
+    if parsed.kind.chars().count() > MAX_KIND_CHARS {
+        return Err(DecodeError::Malformed.into());
+    }
+    Ok(parsed)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn build_event(
     provider: Provider,
     family: Family,
     app_id: &str,
     received_at_ms: i64,
     payload: Value,
+    parsed: Parsed,
     dedup_key: String,
     sig_key: Option<String>,
 ) -> NewEvent {
-    let parsed = providers::parse(family, &payload);
     let id = event::new_id();
     let received_at = rfc3339(received_at_ms);
     let envelope = Envelope {

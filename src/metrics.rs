@@ -99,6 +99,18 @@ pub struct Metrics {
     progress: HashMap<String, Arc<SinkProgress>>,
 }
 
+/// The `kind` label of an event: the kind itself when the family knows it,
+/// else `unknown`. The envelope keeps the vendor's text; a metric label must
+/// not, or one signed callback with a made-up 600 KB `event` adds a 600 KB
+/// series to every scrape, for good.
+pub fn kind_label(family: CallbackFamily, kind: &str) -> &'static str {
+    known_kinds(family)
+        .iter()
+        .find(|k| **k == kind)
+        .copied()
+        .unwrap_or("unknown")
+}
+
 /// The documented kinds per family, pre-registered so their series exist at 0.
 fn known_kinds(family: CallbackFamily) -> &'static [&'static str] {
     match family {
@@ -115,8 +127,22 @@ fn known_kinds(family: CallbackFamily) -> &'static [&'static str] {
             "upload_expired",
             "unknown",
         ],
-        CallbackFamily::Stream => &["stream_create", "stream_close"],
-        CallbackFamily::Compose => &["compose"],
+        CallbackFamily::Stream => &[
+            "stream_create",
+            "stream_close",
+            "room_create",
+            "room_close",
+            "room_login",
+            "room_logout",
+            "mix_start",
+            "mix_stop",
+            "record",
+            "compose",
+            "snapshot",
+            "procedure",
+            "unknown",
+        ],
+        CallbackFamily::Compose => &["compose", "unknown"],
         CallbackFamily::CloudPlay => &[
             "task_created",
             "task_updated",
@@ -310,7 +336,7 @@ impl Metrics {
             .get_or_create(&EventLabels {
                 provider: family.provider().as_str().into(),
                 family: family.as_str().into(),
-                kind: kind.into(),
+                kind: kind_label(family, kind).into(),
             })
             .inc();
     }

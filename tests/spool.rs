@@ -57,6 +57,7 @@ async fn under_steady_load_pruning_keeps_the_spool_file_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let options = SpoolOptions {
         dedup_window: Duration::from_millis(1),
+        signature_window: Duration::from_millis(1),
         retention: Duration::ZERO,
         max_size_bytes: 0,
     };
@@ -104,6 +105,7 @@ async fn undelivered_events_are_never_pruned() {
     let dir = tempfile::tempdir().unwrap();
     let options = SpoolOptions {
         dedup_window: Duration::from_millis(1),
+        signature_window: Duration::from_millis(1),
         retention: Duration::ZERO,
         max_size_bytes: 0,
     };
@@ -128,6 +130,7 @@ async fn a_full_spool_refuses_appends_and_recovers_once_space_is_freed() {
     let dir = tempfile::tempdir().unwrap();
     let options = SpoolOptions {
         dedup_window: Duration::from_millis(1),
+        signature_window: Duration::from_millis(1),
         retention: Duration::ZERO,
         max_size_bytes: 512 * 1024,
     };
@@ -159,6 +162,7 @@ async fn repeats_inside_the_window_are_duplicates_and_outside_it_are_new() {
     let dir = tempfile::tempdir().unwrap();
     let options = SpoolOptions {
         dedup_window: Duration::from_millis(300),
+        signature_window: Duration::from_millis(300),
         retention: Duration::from_secs(3600),
         max_size_bytes: 0,
     };
@@ -180,6 +184,7 @@ async fn a_signature_used_once_is_refused_with_another_payload_after_a_restart()
     let dir = tempfile::tempdir().unwrap();
     let options = || SpoolOptions {
         dedup_window: Duration::from_secs(3600),
+        signature_window: Duration::from_secs(3600),
         retention: Duration::from_secs(3600),
         max_size_bytes: 0,
     };

@@ -105,6 +105,10 @@ pub struct StoredEvent {
 #[derive(Debug, Clone)]
 pub struct SpoolOptions {
     pub dedup_window: Duration,
+    /// How long a used ZEGO signature is remembered: at least as long as a
+    /// timestamp can be fresh (2 × `server.timestamp_tolerance_secs`), so a
+    /// signature cannot be forgotten while it could still verify.
+    pub signature_window: Duration,
     pub retention: Duration,
     /// Largest file size in bytes; 0 = no limit.
     pub max_size_bytes: u64,
@@ -148,6 +152,7 @@ struct Inner {
     tx: std_mpsc::Sender<Command>,
     recent: Arc<RecentKeys>,
     dedup_window: Duration,
+    signature_window: Duration,
     committed: watch::Receiver<i64>,
     path: PathBuf,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -263,6 +268,7 @@ impl Spool {
         let (committed_tx, committed) = watch::channel(max_seq);
         let recent = Arc::new(RecentKeys::default());
         let dedup_window = options.dedup_window;
+        let signature_window = options.signature_window;
         let writer = Writer {
             recent: Arc::clone(&recent),
             conn,
@@ -285,6 +291,7 @@ impl Spool {
                 tx,
                 recent,
                 dedup_window,
+                signature_window,
                 committed,
                 path,
                 writer: Mutex::new(Some(handle)),
@@ -301,8 +308,12 @@ impl Spool {
     /// Answers a repeat from memory when its original is known to be
     /// committed; [`Recent::Unknown`] means "append it and let the spool decide".
     pub fn recent(&self, dedup_key: &str, sig_key: Option<&str>) -> Recent {
-        let window_start = now_ms() - self.inner.dedup_window.as_millis() as i64;
-        self.inner.recent.lookup(dedup_key, sig_key, window_start)
+        let now = now_ms();
+        let windows = Windows {
+            dedup_start: now - self.inner.dedup_window.as_millis() as i64,
+            sig_start: now - self.inner.signature_window.as_millis() as i64,
+        };
+        self.inner.recent.lookup(dedup_key, sig_key, windows)
     }
 
     /// Stores a verified event; returns once it is committed (or refused).
@@ -576,7 +587,7 @@ impl Writer {
     /// Returns the shutdown reply if the batch held a shutdown.
     fn process(&mut self, batch: &mut Vec<Command>) -> Option<oneshot::Sender<()>> {
         let now = now_ms();
-        let window_start = now - self.options.dedup_window.as_millis() as i64;
+        let windows = Windows::at(now, &self.options);
         let mut execs: Vec<Option<Exec>> = batch
             .iter_mut()
             .map(|cmd| match cmd {
@@ -596,7 +607,7 @@ impl Writer {
                 }
                 match cmd {
                     Command::Append(ev, _) => {
-                        let (outcome, seq) = append_one(&tx, ev, now, window_start)?;
+                        let (outcome, seq) = append_one(&tx, ev, now, windows)?;
                         max_seq = max_seq.max(seq);
                         outcomes.push(Some(outcome));
                     }
@@ -682,9 +693,13 @@ impl Writer {
     fn prune(&mut self) {
         self.last_prune = Instant::now();
         let now = now_ms();
-        let keep = self.options.retention.max(self.options.dedup_window);
+        let keep = self
+            .options
+            .retention
+            .max(self.options.dedup_window)
+            .max(self.options.signature_window);
         let event_cutoff = now - keep.as_millis() as i64;
-        let sig_cutoff = now - self.options.dedup_window.as_millis() as i64;
+        let sig_cutoff = now - self.options.signature_window.as_millis() as i64;
         let result = (|| -> rusqlite::Result<usize> {
             let tx = self
                 .conn
@@ -734,13 +749,29 @@ impl Writer {
     }
 }
 
+/// The oldest times (Unix ms) a dedup key and a signature are still remembered from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Windows {
+    pub dedup_start: i64,
+    pub sig_start: i64,
+}
+
+impl Windows {
+    fn at(now: i64, options: &SpoolOptions) -> Windows {
+        Windows {
+            dedup_start: now - options.dedup_window.as_millis() as i64,
+            sig_start: now - options.signature_window.as_millis() as i64,
+        }
+    }
+}
+
 /// Stores one event, or finds it to be a duplicate or a replayed signature.
 /// Returns the outcome and the new seq (0 unless stored).
 fn append_one(
     tx: &rusqlite::Transaction<'_>,
     ev: &NewEvent,
     now: i64,
-    window_start: i64,
+    windows: Windows,
 ) -> rusqlite::Result<(Appended, i64)> {
     let mut sig_known = false;
     if let Some(sig) = &ev.sig_key {
@@ -748,7 +779,7 @@ fn append_one(
             .prepare_cached(
                 "SELECT dedup_key FROM events WHERE sig_key = ?1 AND received_at_ms >= ?2 LIMIT 1",
             )?
-            .query_row(params![sig, window_start], |r| r.get(0))
+            .query_row(params![sig, windows.sig_start], |r| r.get(0))
             .optional()?;
         let used_by = match first_use {
             Some(k) => Some(k),
@@ -756,7 +787,7 @@ fn append_one(
                 .prepare_cached(
                     "SELECT dedup_key FROM signatures WHERE sig_key = ?1 AND seen_at_ms >= ?2",
                 )?
-                .query_row(params![sig, window_start], |r| r.get(0))
+                .query_row(params![sig, windows.sig_start], |r| r.get(0))
                 .optional()?,
         };
         if let Some(key) = used_by {
@@ -771,7 +802,7 @@ fn append_one(
             "SELECT id FROM events WHERE dedup_key = ?1 AND received_at_ms >= ?2
              ORDER BY seq LIMIT 1",
         )?
-        .query_row(params![ev.dedup_key, window_start], |r| r.get(0))
+        .query_row(params![ev.dedup_key, windows.dedup_start], |r| r.get(0))
         .optional()?;
     if let Some(id) = existing {
         if let Some(sig) = ev.sig_key.as_ref().filter(|_| !sig_known) {

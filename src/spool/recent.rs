@@ -6,6 +6,7 @@
 //! The spool's tables stay the authority: a key that has fallen out of this
 //! memory (bounded size, restarts) is still found by the writer.
 
+use super::Windows;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -56,8 +57,8 @@ pub(crate) struct RecentKeys {
 }
 
 impl RecentKeys {
-    /// Looks `dedup_key` (and, for ZEGO, `sig_key`) up among keys seen since `window_start`.
-    pub fn lookup(&self, dedup_key: &str, sig_key: Option<&str>, window_start: i64) -> Recent {
+    /// Looks `dedup_key` (and, for ZEGO, `sig_key`) up among keys seen within `windows`.
+    pub fn lookup(&self, dedup_key: &str, sig_key: Option<&str>, windows: Windows) -> Recent {
         let Some(dedup) = compact(dedup_key) else {
             return Recent::Unknown;
         };
@@ -71,7 +72,7 @@ impl RecentKeys {
             };
             let seen = current.sigs.get(&sig).or_else(|| previous.sigs.get(&sig));
             match seen {
-                Some((key, at)) if *at >= window_start => {
+                Some((key, at)) if *at >= windows.sig_start => {
                     if *key != dedup {
                         return Recent::ReplayedSignature;
                     }
@@ -85,7 +86,7 @@ impl RecentKeys {
             .get(&dedup)
             .or_else(|| previous.events.get(&dedup));
         match entry {
-            Some(e) if e.received_at_ms >= window_start => Recent::Duplicate {
+            Some(e) if e.received_at_ms >= windows.dedup_start => Recent::Duplicate {
                 id: e.id.to_string(),
             },
             _ => Recent::Unknown,
@@ -138,6 +139,13 @@ impl RecentKeys {
 mod tests {
     use super::*;
 
+    fn w(start: i64) -> Windows {
+        Windows {
+            dedup_start: start,
+            sig_start: start,
+        }
+    }
+
     const ID1: &str = "019a0000-0000-7000-8000-000000000001";
 
     fn key(i: usize) -> String {
@@ -148,13 +156,13 @@ mod tests {
     fn a_committed_key_is_a_duplicate_within_the_window_only() {
         let r = RecentKeys::default();
         let k = key(1);
-        assert_eq!(r.lookup(&k, None, 0), Recent::Unknown);
+        assert_eq!(r.lookup(&k, None, w(0)), Recent::Unknown);
         r.stored(&k, None, ID1, 1000);
         assert_eq!(
-            r.lookup(&k, None, 500),
+            r.lookup(&k, None, w(500)),
             Recent::Duplicate { id: ID1.into() }
         );
-        assert_eq!(r.lookup(&k, None, 1001), Recent::Unknown);
+        assert_eq!(r.lookup(&k, None, w(1001)), Recent::Unknown);
     }
 
     #[test]
@@ -163,26 +171,45 @@ mod tests {
         let (k1, k2, s1, s2) = (key(1), key(2), key(101), key(102));
         r.stored(&k1, Some(&s1), ID1, 1000);
         assert_eq!(
-            r.lookup(&k1, Some(&s1), 0),
+            r.lookup(&k1, Some(&s1), w(0)),
             Recent::Duplicate { id: ID1.into() }
         );
-        assert_eq!(r.lookup(&k2, Some(&s1), 0), Recent::ReplayedSignature);
+        assert_eq!(r.lookup(&k2, Some(&s1), w(0)), Recent::ReplayedSignature);
         // A new signature on a known payload must go to the writer to be recorded.
-        assert_eq!(r.lookup(&k1, Some(&s2), 0), Recent::Unknown);
+        assert_eq!(r.lookup(&k1, Some(&s2), w(0)), Recent::Unknown);
         r.signature(&k1, &s2, 1001);
         assert_eq!(
-            r.lookup(&k1, Some(&s2), 0),
+            r.lookup(&k1, Some(&s2), w(0)),
             Recent::Duplicate { id: ID1.into() }
         );
+    }
+
+    #[test]
+    fn a_signature_is_remembered_for_its_own_window_not_the_dedup_window() {
+        let r = RecentKeys::default();
+        let (k1, k2, s1) = (key(1), key(2), key(101));
+        r.stored(&k1, Some(&s1), ID1, 1000);
+        // Past the dedup window but inside the signature window: still a replay.
+        let windows = Windows {
+            dedup_start: 2000,
+            sig_start: 500,
+        };
+        assert_eq!(r.lookup(&k2, Some(&s1), windows), Recent::ReplayedSignature);
+        // Past both: unknown here, left to the spool.
+        let windows = Windows {
+            dedup_start: 2000,
+            sig_start: 2000,
+        };
+        assert_eq!(r.lookup(&k2, Some(&s1), windows), Recent::Unknown);
     }
 
     #[test]
     fn keys_that_are_not_hashes_are_left_to_the_spool() {
         let r = RecentKeys::default();
         r.stored("not-a-hash", None, ID1, 1000);
-        assert_eq!(r.lookup("not-a-hash", None, 0), Recent::Unknown);
+        assert_eq!(r.lookup("not-a-hash", None, w(0)), Recent::Unknown);
         r.stored(&key(3), None, "not-a-uuid", 1000);
-        assert_eq!(r.lookup(&key(3), None, 0), Recent::Unknown);
+        assert_eq!(r.lookup(&key(3), None, w(0)), Recent::Unknown);
     }
 
     #[test]
@@ -195,7 +222,10 @@ mod tests {
         assert!(g.0.events.len() + g.1.events.len() <= 2 * CAPACITY);
         drop(g);
         let last = key(3 * CAPACITY - 1);
-        assert!(matches!(r.lookup(&last, None, 0), Recent::Duplicate { .. }));
-        assert_eq!(r.lookup(&key(0), None, 0), Recent::Unknown);
+        assert!(matches!(
+            r.lookup(&last, None, w(0)),
+            Recent::Duplicate { .. }
+        ));
+        assert_eq!(r.lookup(&key(0), None, w(0)), Recent::Unknown);
     }
 }

@@ -619,17 +619,22 @@ async fn zego_timestamps_in_milliseconds_are_understood() {
 }
 
 #[tokio::test]
-async fn a_zero_tolerance_disables_the_freshness_check() {
-    let app = spawn_app_env(&[("HOOKRELAY_SERVER__TIMESTAMP_TOLERANCE_SECS", "0")]).await;
-    // The official vector's timestamp, from 2016.
-    let old = sign_lower(unsigned(stream_create("old")), ZEGO_SECRET, 1_470_820_198);
-    let (status, ack) = json_body(app.post_zego(STREAM, &old).await).await;
-    assert_eq!(status, 200, "{ack}");
-    let body = cloud_play_body(503, "old");
-    let headers = netease_signed(&body, NETEASE_SECRET, Some(NETEASE_APP), "1608110108512");
-    let (status, ack) = json_body(app.post_netease(&body, &headers).await).await;
-    assert_eq!(status, 200, "{ack}");
-    app.stop().await;
+async fn a_zero_tolerance_is_refused_at_start_up_naming_the_key() {
+    // Without a freshness check a signature verifies forever, so once the
+    // replay guard forgot it, it could carry any body: 0 is not a setting.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookrelay.toml");
+    std::fs::write(&path, base_config(dir.path(), "")).unwrap();
+    let env = [(
+        "HOOKRELAY_SERVER__TIMESTAMP_TOLERANCE_SECS".to_string(),
+        "0".to_string(),
+    )];
+    let err =
+        hookrelay::config::Config::load(Some(&path), env).expect_err("a zero tolerance is refused");
+    assert!(
+        format!("{err:#}").contains("server.timestamp_tolerance_secs"),
+        "{err:#}"
+    );
 }
 
 #[tokio::test]
@@ -1224,45 +1229,54 @@ async fn a_timed_out_callback_is_counted_in_requests_total() {
 }
 
 #[tokio::test]
-async fn beyond_the_concurrency_limit_requests_are_shed_with_503_json() {
+async fn beyond_the_body_budget_requests_are_shed_with_503_json() {
+    // A slow body holds its share (100 declared bytes) of
+    // server.max_inflight_body_bytes, not a unit of concurrency_limit, which
+    // only the work after the body takes. The budget fits this callback
+    // alone, not beside the slow one.
+    let payload = stream_create("shed");
+    let budget = (serde_json::to_string(&payload).unwrap().len() + 50).to_string();
     let app = spawn_app_env(&[
-        ("HOOKRELAY_SERVER__CONCURRENCY_LIMIT", "1"),
+        ("HOOKRELAY_SERVER__MAX_INFLIGHT_BODY_BYTES", budget.as_str()),
         ("HOOKRELAY_SERVER__REQUEST_TIMEOUT_SECS", "3"),
     ])
     .await;
     let addr = app.addr;
     let holder = tokio::spawn(async move { send_partial_body(addr, STREAM, "holder").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let resp = app.post_zego(STREAM, &stream_create("shed")).await;
+    let resp = app.post_zego(STREAM, &payload).await;
     assert!(content_type(&resp).starts_with("application/json"));
     let (status, body) = json_body(resp).await;
     assert_eq!(status, 503, "{body}");
-    assert_eq!(body["ok"], false);
-    assert!(body["error"].is_string(), "{body}");
+    assert_eq!(body, json!({"ok": false, "error": "overloaded"}));
     holder.await.unwrap();
+    // With the slow body gone, the same callback fits.
+    let (status, body) = json_body(app.post_zego(STREAM, &payload).await).await;
+    assert_eq!(status, 200, "{body}");
     app.stop().await;
 }
 
 #[tokio::test]
-async fn the_concurrency_limit_counts_requests_on_every_route_together() {
-    let app = spawn_app_env(&[
-        ("HOOKRELAY_SERVER__CONCURRENCY_LIMIT", "1"),
-        ("HOOKRELAY_SERVER__REQUEST_TIMEOUT_SECS", "3"),
-    ])
-    .await;
-    let addr = app.addr;
-    let holder = tokio::spawn(async move { send_partial_body(addr, STREAM, "holder").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+async fn the_body_budget_counts_requests_on_every_route_together() {
     let compose = sign_lower(
         json!({"event": "compose", "appid": ZEGO_APP, "task_id": "other-route"}),
         ZEGO_SECRET,
         now_secs(),
     );
+    let budget = (serde_json::to_string(&compose).unwrap().len() + 50).to_string();
+    let app = spawn_app_env(&[
+        ("HOOKRELAY_SERVER__MAX_INFLIGHT_BODY_BYTES", budget.as_str()),
+        ("HOOKRELAY_SERVER__REQUEST_TIMEOUT_SECS", "3"),
+    ])
+    .await;
+    let addr = app.addr;
+    let holder = tokio::spawn(async move { send_partial_body(addr, STREAM, "holder").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let status = app.post_zego(COMPOSE, &compose).await.status();
     holder.await.unwrap();
     assert_eq!(
         status, 503,
-        "one request is in flight, so a second one (on another route) is shed"
+        "one body is in flight on the stream route, so one on the compose route is shed"
     );
     app.stop().await;
 }
@@ -1488,7 +1502,7 @@ async fn check_config_exit_codes_and_where_it_reads_the_config() {
     assert_eq!(defaults["server"]["listen"].as_str(), Some("0.0.0.0:8080"));
     assert_eq!(
         defaults["server"]["max_body_bytes"].as_integer(),
-        Some(1_048_576)
+        Some(65_536)
     );
     assert_eq!(
         defaults["server"]["timestamp_tolerance_secs"].as_integer(),
@@ -1773,7 +1787,11 @@ async fn a_clean_stop_leaves_the_spool_checkpointed() {
 
 #[tokio::test]
 async fn readyz_is_503_while_the_spool_refuses_callbacks() {
-    let app = spawn_app_env(&[("HOOKRELAY_SPOOL__MAX_SIZE_MB", "1")]).await;
+    let app = spawn_app_env(&[
+        ("HOOKRELAY_SPOOL__MAX_SIZE_MB", "1"),
+        ("HOOKRELAY_SERVER__MAX_BODY_BYTES", "1048576"),
+    ])
+    .await;
     let mut full = false;
     for i in 0..200 {
         let mut payload = stream_create(&format!("fill-{i}"));

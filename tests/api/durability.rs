@@ -103,7 +103,11 @@ async fn a_clean_restart_resumes_delivery_and_remembers_duplicates() {
 
 #[tokio::test]
 async fn a_spool_that_cannot_store_answers_503_so_the_vendor_retries() {
-    let app = spawn_app_env(&[("HOOKRELAY_SPOOL__MAX_SIZE_MB", "1")]).await;
+    let app = spawn_app_env(&[
+        ("HOOKRELAY_SPOOL__MAX_SIZE_MB", "1"),
+        ("HOOKRELAY_SERVER__MAX_BODY_BYTES", "1048576"),
+    ])
+    .await;
     let mut saw_503 = false;
     for i in 0..200 {
         let mut payload = stream_create(&format!("fill-{i}"));

@@ -63,6 +63,8 @@ path = "{events}"
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The admin listener, when `[admin] listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub dir: TempDir,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
@@ -101,12 +103,14 @@ async fn spawn_app_in_env(dir: TempDir, text: &str, env: &[(&str, &str)]) -> Tes
     let config = Config::load(Some(&path), env).expect("test config is valid");
     let app = Application::build(config).await.expect("app builds");
     let addr = app.local_addr();
+    let admin_addr = app.admin_addr();
     let (tx, rx) = oneshot::channel();
     let handle = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
     }));
     TestApp {
         addr,
+        admin_addr,
         dir,
         client: reqwest::Client::new(),
         shutdown: Some(tx),
@@ -274,6 +278,8 @@ pub async fn json_body(resp: reqwest::Response) -> (u16, Value) {
 pub struct Binary {
     child: Child,
     pub addr: SocketAddr,
+    /// Every line the binary wrote to stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Binary {
@@ -295,9 +301,12 @@ impl Binary {
             .expect("binary starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::<std::sync::Mutex<Vec<String>>>::default();
+        let lines = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line.clone());
                 if let Ok(v) = serde_json::from_str::<Value>(&line)
                     && v["message"] == "hookrelay listening"
                     && let Some(tx) = tx.take()
@@ -311,7 +320,23 @@ impl Binary {
             .expect("binary logs its address")
             .parse()
             .expect("a socket address");
-        Binary { child, addr }
+        Binary { child, addr, log }
+    }
+
+    /// The stderr lines written so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// A line of /proc/<pid>/status in kB (VmRSS, VmHWM).
+    pub fn status_kb(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the process is alive");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"))
     }
 
     pub fn url(&self, path: &str) -> String {
