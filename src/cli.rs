@@ -102,7 +102,7 @@ pub fn run_admin(command: Command) -> ExitCode {
     match admin(command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", printable(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
@@ -114,7 +114,7 @@ fn admin(command: Command) -> anyhow::Result<ExitCode> {
         Command::Send(args) => Ok(crate::send::run(args)),
         Command::CheckConfig(config) => {
             let config = config.load()?;
-            print!("{}", toml::to_string_pretty(&config)?);
+            print!("{}", redacted(&config)?);
             eprintln!(
                 "config is valid: {} app(s), {} sink(s)",
                 config.apps.len(),
@@ -161,7 +161,7 @@ fn admin(command: Command) -> anyhow::Result<ExitCode> {
             let rows = admin.dead_letters(sink.as_deref())?;
             if json {
                 for row in &rows {
-                    println!("{}", serde_json::to_string(row)?);
+                    println!("{}", printable_json(&serde_json::to_string(row)?));
                 }
             } else if rows.is_empty() {
                 eprintln!("no dead letters");
@@ -179,13 +179,13 @@ fn admin(command: Command) -> anyhow::Result<ExitCode> {
                     };
                     println!(
                         "{:<36}  {:<12}  {:<22}  {:>8}  {:>6}  {:<24}  {}{}",
-                        r.event_id,
-                        r.sink,
-                        r.kind,
+                        printable(&r.event_id),
+                        printable(&r.sink),
+                        printable(&r.kind),
                         r.attempts,
                         status,
-                        r.dead_at,
-                        r.last_error,
+                        printable(&r.dead_at),
+                        printable(&r.last_error),
                         pending
                     );
                 }
@@ -227,17 +227,122 @@ fn admin(command: Command) -> anyhow::Result<ExitCode> {
             let config = config.load()?;
             let admin = Admin::open(&config.spool.dir)?;
             let Some(envelope) = admin.event(&id)? else {
-                eprintln!("no event with id {id} in the spool (it may have been pruned)");
+                eprintln!(
+                    "no event with id {} in the spool (it may have been pruned)",
+                    printable(&id)
+                );
                 return Ok(ExitCode::from(1));
             };
             let value: serde_json::Value = serde_json::from_str(&envelope)?;
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            println!("{}", printable_json(&serde_json::to_string_pretty(&value)?));
             for (sink, state) in admin.event_status(&id)? {
-                eprintln!("sink {sink}: {state}");
+                eprintln!("sink {}: {state}", printable(&sink));
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+const REDACTED: &str = "[redacted]";
+
+/// The effective config as TOML with nothing an attacker could use: every
+/// `secret*`, `token*` and `password*` value at any depth, every header
+/// value, and the user-info, query and fragment of every URL.
+fn redacted(config: &Config) -> anyhow::Result<String> {
+    let mut value = toml::Value::try_from(config)?;
+    redact(&mut value);
+    Ok(toml::to_string_pretty(&value)?)
+}
+
+fn redact(value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, v) in table.iter_mut() {
+                if crate::config::is_secret_key(key) || key == "headers" {
+                    redact_all(v);
+                } else if (key == "url" || key.ends_with("_url"))
+                    && let toml::Value::String(url) = v
+                {
+                    *url = redact_url(url);
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+/// Replaces every leaf below `value` (a table keeps its keys).
+fn redact_all(value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(table) => table.iter_mut().for_each(|(_, v)| redact_all(v)),
+        toml::Value::Array(items) => items.iter_mut().for_each(redact_all),
+        leaf => *leaf = toml::Value::String(REDACTED.to_owned()),
+    }
+}
+
+/// `https://user:pw@host:8443/path?token=x#f` → `https://[redacted]@host:8443/path?[redacted]#[redacted]`.
+fn redact_url(text: &str) -> String {
+    let Ok(url) = reqwest::Url::parse(text) else {
+        return REDACTED.to_owned();
+    };
+    let mut out = format!("{}://", url.scheme());
+    if !url.username().is_empty() || url.password().is_some() {
+        out.push_str(REDACTED);
+        out.push('@');
+    }
+    out.push_str(url.host_str().unwrap_or_default());
+    if let Some(port) = url.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    out.push_str(url.path());
+    if url.query().is_some() {
+        out.push('?');
+        out.push_str(REDACTED);
+    }
+    if url.fragment().is_some() {
+        out.push('#');
+        out.push_str(REDACTED);
+    }
+    out
+}
+
+/// `text` with every control character (C0, DEL, C1) written as a `\u001b`
+/// style escape, so data from a callback cannot drive the operator's terminal.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
+/// Escapes the control characters serde_json leaves raw (DEL and C1, and
+/// none of the C0 ones it already escapes) in JSON text. The JSON stays
+/// valid: outside strings there are only `\n` and spaces, kept as they are.
+fn printable_json(json: &str) -> std::borrow::Cow<'_, str> {
+    if !json.chars().any(|c| c.is_control() && c != '\n') {
+        return json.into();
+    }
+    json.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                format!("\\u{:04x}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 fn check_sink(config: &Config, sink: Option<&str>) -> anyhow::Result<()> {
@@ -246,9 +351,56 @@ fn check_sink(config: &Config, sink: Option<&str>) -> anyhow::Result<()> {
     {
         let known: Vec<&str> = config.sinks.iter().map(|s| s.name()).collect();
         anyhow::bail!(
-            "no sink named `{name}` in the config (sinks: {})",
-            known.join(", ")
+            "no sink named `{}` in the config (sinks: {})",
+            printable(name),
+            printable(&known.join(", "))
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_covers_secret_token_and_password_keys_at_any_depth() {
+        let mut v: toml::Value = toml::from_str(
+            r#"
+            plain = "keep"
+            [a.b]
+            token_x = 1
+            password = ["p1", "p2"]
+            secret_env = "VAR"
+            [a.b.headers]
+            Authorization = "Bearer x"
+            [[c]]
+            url = "http://u:p@h:1/path?q=1"
+            "#,
+        )
+        .unwrap();
+        redact(&mut v);
+        let text = toml::to_string(&v).unwrap();
+        for gone in ["p1", "p2", "Bearer", "VAR", "u:p", "q=1"] {
+            assert!(!text.contains(gone), "{gone} in {text}");
+        }
+        assert_eq!(v["plain"].as_str(), Some("keep"));
+        assert_eq!(v["a"]["b"]["token_x"].as_str(), Some(REDACTED));
+        assert_eq!(
+            v["c"][0]["url"].as_str(),
+            Some("http://[redacted]@h:1/path?[redacted]")
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_json_stays_valid() {
+        assert_eq!(printable("a\u{1b}[2Jb\u{9b}"), "a\\u001b[2Jb\\u009b");
+        assert_eq!(printable("plain"), "plain");
+        let json =
+            serde_json::to_string_pretty(&serde_json::json!({"k": "x\u{7f}\u{9b}\u{1b}"})).unwrap();
+        let escaped = printable_json(&json);
+        assert!(!escaped.chars().any(|c| c.is_control() && c != '\n'));
+        let back: serde_json::Value = serde_json::from_str(&escaped).unwrap();
+        assert_eq!(back["k"], "x\u{7f}\u{9b}\u{1b}");
+    }
 }

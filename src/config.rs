@@ -368,6 +368,10 @@ pub struct HttpSinkConfig {
     /// Requests in flight at once. Default 8.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Allow an `http://` URL to a host that is not loopback (events and
+    /// signatures then cross the network in clear text). Default false.
+    #[serde(default)]
+    pub allow_plain_http: bool,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -403,16 +407,28 @@ impl Config {
     /// `from_env` maps a key path (`server.listen`) to the variable that set it,
     /// so an error in a value that came from the environment names the variable.
     fn from_table(table: toml::Table, from_env: &[(String, String)]) -> anyhow::Result<Config> {
+        let mut secrets = Vec::new();
+        collect_secret_values(&table, false, &mut secrets);
         let raw: RawConfig =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();
                 let var = env_var_for(from_env, &path, e.inner().message())
                     .map(|v| format!(" (set by environment variable `{v}`)"))
                     .unwrap_or_default();
-                anyhow!(
-                    "invalid config at `{path}`{var}: {}",
-                    e.into_inner().message()
-                )
+                let mut message = e.into_inner().message().to_owned();
+                let segments: Vec<String> = path
+                    .split(['.', '[', ']'])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                // serde quotes strings as "…" (Debug) and other values as `…`.
+                let quotes = |s: &String| {
+                    message.contains(&format!("{s:?}")) || message.contains(&format!("`{s}`"))
+                };
+                if is_secret_path(&segments) || secrets.iter().any(quotes) {
+                    message = without_value(&message);
+                }
+                anyhow!("invalid config at `{path}`{var}: {message}")
             })?;
         raw.validate()
     }
@@ -499,7 +515,14 @@ impl RawConfig {
 impl HttpSinkConfig {
     fn validate(&mut self, i: usize) -> anyhow::Result<()> {
         match reqwest::Url::parse(&self.url) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            Ok(u) if u.scheme() == "https" => {}
+            Ok(u) if u.scheme() == "http" => {
+                if !self.allow_plain_http && !is_loopback(&u) {
+                    bail!(
+                        "invalid config at `sinks[{i}].url`: plain http:// is only allowed to a loopback host (127.0.0.0/8, ::1, localhost); use https:// or set `allow_plain_http = true`"
+                    );
+                }
+            }
             Ok(_) => bail!("invalid config at `sinks[{i}].url`: must be an http or https URL"),
             Err(e) => bail!("invalid config at `sinks[{i}].url`: {e}"),
         }
@@ -535,6 +558,20 @@ impl HttpSinkConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether `url` points at this machine: 127.0.0.0/8, `::1` or `localhost`.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    // IPv6 hosts come bracketed (`[::1]`); the url crate has already
+    // normalised IPv4 forms such as `127.1` to dotted quads.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<IpAddr>() {
+        Ok(ip) => ip.to_canonical().is_loopback(),
+        Err(_) => bare.eq_ignore_ascii_case("localhost") || bare.eq_ignore_ascii_case("localhost."),
     }
 }
 
@@ -653,6 +690,44 @@ fn env_var_for<'a>(from_env: &'a [(String, String)], path: &str, message: &str) 
     }
 }
 
+/// The text of every value under a secret key or a sink header, to keep
+/// them out of error messages (serde quotes the value it could not use).
+fn collect_secret_values(table: &toml::Table, secret: bool, out: &mut Vec<String>) {
+    for (key, value) in table {
+        let secret = secret || is_secret_key(key) || key == "headers";
+        collect_secret_value(value, secret, out);
+    }
+}
+
+fn collect_secret_value(value: &toml::Value, secret: bool, out: &mut Vec<String>) {
+    match value {
+        toml::Value::Table(t) => collect_secret_values(t, secret, out),
+        toml::Value::Array(items) => {
+            for item in items {
+                collect_secret_value(item, secret, out);
+            }
+        }
+        toml::Value::String(s) if secret && !s.is_empty() => out.push(s.clone()),
+        toml::Value::Integer(n) if secret => out.push(n.to_string()),
+        toml::Value::Float(f) if secret => out.push(f.to_string()),
+        toml::Value::Datetime(d) if secret => out.push(d.to_string()),
+        _ => {}
+    }
+}
+
+/// A serde message without the value it quotes: `invalid type: integer
+/// `123`, expected a string` becomes `invalid type (value not shown),
+/// expected a string`.
+fn without_value(message: &str) -> String {
+    match message.rsplit_once(", expected ") {
+        Some((what, expected)) => {
+            let what = what.split(':').next().unwrap_or("invalid value");
+            format!("{what} (value not shown), expected {expected}")
+        }
+        None => "invalid value (not shown)".to_owned(),
+    }
+}
+
 /// Deep-merges `over` into `base`: tables merge, everything else replaces.
 fn merge(base: &mut toml::Table, over: toml::Table) {
     for (key, value) in over {
@@ -687,7 +762,11 @@ fn apply_env(
                 "invalid environment variable `{name}`: expected HOOKRELAY_<SECTION>__<KEY>, e.g. HOOKRELAY_SERVER__LISTEN"
             );
         }
-        let parsed = parse_env_value(&value);
+        let parsed = if is_secret_path(&path) {
+            parse_env_secret(&value)
+        } else {
+            parse_env_value(&value)
+        };
         set_path(table, &path, parsed)
             .map_err(|e| anyhow!("invalid environment variable `{name}`: {e}"))?;
         let dotted = path.iter().fold(String::new(), |mut acc, part| {
@@ -704,6 +783,44 @@ fn apply_env(
         applied.push((dotted, name));
     }
     Ok(applied)
+}
+
+/// Whether a key names a secret (`secret*`, `token*`, `password*`): its
+/// value is never read as a number or boolean, never quoted in an error,
+/// and `check-config` prints it redacted. Sink header values get the same
+/// treatment (see [`is_secret_path`]): they often carry credentials.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["secret", "token", "password"]
+        .iter()
+        .any(|p| key.starts_with(p))
+}
+
+/// Whether a key path (`["apps", "0", "secret"]`) names a secret or a sink header.
+fn is_secret_path(path: &[String]) -> bool {
+    let named: Vec<&str> = path
+        .iter()
+        .map(String::as_str)
+        .filter(|p| p.parse::<usize>().is_err())
+        .collect();
+    match named.as_slice() {
+        [.., "headers", _] => true,
+        [.., last] => is_secret_key(last),
+        [] => false,
+    }
+}
+
+/// A secret variable is a string, whatever it looks like
+/// (`839201747362` is a secret, not a number), except a TOML array of
+/// strings (`["new","old"]` for `secrets`).
+fn parse_env_secret(value: &str) -> toml::Value {
+    if value.trim_start().starts_with('[')
+        && let toml::Value::Array(items) = parse_env_value(value)
+        && items.iter().all(toml::Value::is_str)
+    {
+        return toml::Value::Array(items);
+    }
+    toml::Value::String(value.to_owned())
 }
 
 fn parse_env_value(value: &str) -> toml::Value {
@@ -937,6 +1054,68 @@ mod tests {
                 .unwrap()
                 .allows(Provider::Zego, ip("8.8.8.8"))
         );
+    }
+
+    #[test]
+    fn secret_variables_stay_strings_and_errors_about_them_never_quote_them() {
+        let file = "[[apps]]\nprovider = \"zego\"\napp_id = \"1\"\nsecret = \"x\"\n";
+        let c = load_str(file, &[("HOOKRELAY_APPS__0__SECRET", "839201747362")]).unwrap();
+        assert_eq!(c.apps[0].secrets[0].expose(), "839201747362");
+        let c = load_str(file, &[("HOOKRELAY_APPS__0__SECRET", "true")]).unwrap();
+        assert_eq!(c.apps[0].secrets[0].expose(), "true");
+        let file = "[[apps]]\nprovider = \"zego\"\napp_id = \"1\"\nsecrets = [\"x\"]\n";
+        let c = load_str(file, &[("HOOKRELAY_APPS__0__SECRETS", "[\"n\", \"o\"]")]).unwrap();
+        assert_eq!(c.apps[0].secrets[1].expose(), "o");
+        let err = load_str(file, &[("HOOKRELAY_APPS__0__SECRETS", "[1, 2]")]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("apps[0].secrets"), "{msg}");
+        assert!(!msg.contains("[1, 2]"), "{msg}");
+        let err = load_str(
+            "[[sinks]]\nkind = \"http\"\nurl = \"https://h/\"\nsecret = 4242\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(!format!("{err:#}").contains("4242"), "{err:#}");
+    }
+
+    #[test]
+    fn plain_http_sinks_are_for_loopback_unless_allowed() {
+        let sink = |url: &str, extra: &str| {
+            load_str(
+                &format!(
+                    "[[sinks]]\nkind = \"http\"\nurl = \"{url}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n{extra}"
+                ),
+                &[],
+            )
+        };
+        for ok in [
+            "http://127.0.0.1/",
+            "http://127.1/",
+            "http://[::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://LOCALHOST:9/",
+            "https://example.com/",
+        ] {
+            sink(ok, "").unwrap_or_else(|e| panic!("{ok}: {e:#}"));
+        }
+        for bad in [
+            "http://example.com/",
+            "http://[::2]/",
+            "http://localhost.example/",
+        ] {
+            let err = sink(bad, "").unwrap_err();
+            assert!(
+                format!("{err:#}").contains("`sinks[0].url`"),
+                "{bad}: {err:#}"
+            );
+            sink(bad, "allow_plain_http = true\n").unwrap();
+        }
+        let err = load_str(
+            "[[sinks]]\nkind = \"http\"\nurl = \"https://h/\"\nsecret = \"whsec_\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("`sinks[0].secret`"), "{err:#}");
     }
 
     #[test]

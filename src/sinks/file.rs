@@ -138,16 +138,22 @@ impl FileState {
 
 /// Opens `path` for appending; returns the ids of the last lines already in it.
 fn open_for_append(path: &Path) -> std::io::Result<(File, Vec<String>)> {
+    // Events carry callers' data: owner-only for what we create (a
+    // directory or file that already exists keeps its mode).
     if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(parent)?;
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+        dir.create(parent)?;
     }
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(path)?;
+    let mut options = OpenOptions::new();
+    options.read(true).append(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
     let len = file.metadata()?.len();
     let mut ids = Vec::new();
     if len > 0 {

@@ -34,6 +34,9 @@ pub struct HttpSink {
 struct Inner {
     client: reqwest::Client,
     url: reqwest::Url,
+    /// `scheme://host:port` of `url`: the only part of it that reaches logs
+    /// and dead letters (paths and queries often carry tokens).
+    origin: String,
     key: Option<Vec<u8>>,
     headers: HeaderMap,
     concurrency: Arc<Semaphore>,
@@ -45,9 +48,13 @@ pub fn signing_key(secret: &SecretString) -> Result<Vec<u8>, String> {
     let b64 = text
         .strip_prefix("whsec_")
         .ok_or("must start with `whsec_` (Standard Webhooks)")?;
-    BASE64
+    let key = BASE64
         .decode(b64)
-        .map_err(|_| "the part after `whsec_` must be base64".to_owned())
+        .map_err(|_| "the part after `whsec_` must be base64".to_owned())?;
+    if key.is_empty() {
+        return Err("the key after `whsec_` is empty".to_owned());
+    }
+    Ok(key)
 }
 
 /// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
@@ -114,6 +121,7 @@ impl HttpSink {
         };
         let url = reqwest::Url::parse(&config.url)
             .map_err(|e| anyhow::anyhow!("sink `{name}`: invalid url: {e}"))?;
+        let origin = origin(&url);
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
             let name_h = HeaderName::from_bytes(k.as_bytes())
@@ -135,6 +143,7 @@ impl HttpSink {
             inner: Arc::new(Inner {
                 client,
                 url,
+                origin,
                 key,
                 headers,
                 concurrency: Arc::new(Semaphore::new(config.concurrency.max(1))),
@@ -230,17 +239,43 @@ impl Inner {
                 outcome
             }
             Err(e) => Outcome::Retry {
-                reason: if e.is_timeout() {
-                    "timed out".to_owned()
-                } else if e.is_connect() {
-                    "connection failed".to_owned()
-                } else {
-                    format!("request failed: {e}")
-                },
+                reason: self.describe(e),
                 status: None,
                 after: None,
             },
         }
+    }
+}
+
+impl Inner {
+    /// A failed request in words, naming the target by its origin only:
+    /// reqwest's `Display` includes the whole URL, so it is dropped first.
+    fn describe(&self, e: reqwest::Error) -> String {
+        let origin = &self.origin;
+        if e.is_timeout() {
+            return format!("timed out ({origin})");
+        }
+        if e.is_connect() {
+            return format!("connection to {origin} failed");
+        }
+        let e = e.without_url();
+        let mut text = format!("request to {origin} failed: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        // Belt and braces: no cause may carry the full URL either.
+        text.replace(self.url.as_str(), origin)
+    }
+}
+
+/// `scheme://host:port` (the port explicit even when it is the default).
+pub fn origin(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port_or_known_default() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
     }
 }
 
@@ -304,8 +339,20 @@ mod tests {
     }
 
     #[test]
+    fn the_origin_keeps_scheme_host_and_port_only() {
+        let o = |u: &str| origin(&reqwest::Url::parse(u).unwrap());
+        assert_eq!(
+            o("https://user:pw@hooks.example/a/b?token=x#f"),
+            "https://hooks.example:443"
+        );
+        assert_eq!(o("http://127.0.0.1:8080/x?y=1"), "http://127.0.0.1:8080");
+        assert_eq!(o("http://[::1]:9/x"), "http://[::1]:9");
+    }
+
+    #[test]
     fn secrets_without_the_whsec_prefix_or_base64_are_refused() {
         assert!(signing_key(&SecretString::new("plain")).is_err());
         assert!(signing_key(&SecretString::new("whsec_***")).is_err());
+        assert!(signing_key(&SecretString::new("whsec_")).is_err());
     }
 }

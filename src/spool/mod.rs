@@ -219,6 +219,31 @@ fn run_checkpointer(conn: Connection, stop: std_mpsc::Receiver<()>) {
     }
 }
 
+/// Creates `dir` (and missing parents) readable by the owner only; a
+/// directory that already exists keeps its mode.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates an empty database file with mode 0600 unless one exists. SQLite
+/// gives the `-wal` and `-shm` files it creates the database file's mode,
+/// so they are owner-only too (a umask change would not be thread safe).
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl Spool {
     /// Opens (or creates) the spool in `dir` and starts its writer thread.
     ///
@@ -236,8 +261,8 @@ impl Spool {
             path: path.clone(),
             reason,
         };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| open_err(format!("cannot create directory: {e}")))?;
+        create_private_dir(dir).map_err(|e| open_err(format!("cannot create directory: {e}")))?;
+        create_private_file(&path).map_err(|e| open_err(format!("cannot create the file: {e}")))?;
         let mut conn = open_connection(&path, true).map_err(|e| open_err(e.to_string()))?;
         // The writer's cache holds the dedup indexes' interior and hot leaf pages.
         conn.pragma_update(None, "cache_size", -16_000)

@@ -8,6 +8,7 @@ mod http_sink;
 mod http_surface;
 mod netease_cloud_play;
 mod operations;
+mod secrets;
 mod security;
 mod zego_cloud_player;
 mod zego_compose;
