@@ -99,25 +99,17 @@ pub enum AllowedIps {
     PerProvider(PerProviderIps),
 }
 
-/// `allowed_ips = { zego = [...], netease = [...] }`; a provider left out is not restricted.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PerProviderIps {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zego: Option<Vec<Cidr>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netease: Option<Vec<Cidr>>,
-}
+/// `allowed_ips = { zego = [...], netease = [...] }`: a list per provider
+/// (any provider of the registry; an unknown name stops start-up), and a
+/// provider left out is not restricted.
+pub type PerProviderIps = std::collections::BTreeMap<Provider, Vec<Cidr>>;
 
 impl AllowedIps {
     /// Whether `ip` may post callbacks of `provider`.
     pub fn allows(&self, provider: Provider, ip: IpAddr) -> bool {
         let list = match self {
             AllowedIps::All(list) => Some(list),
-            AllowedIps::PerProvider(p) => match provider {
-                Provider::Zego => p.zego.as_ref(),
-                Provider::Netease => p.netease.as_ref(),
-            },
+            AllowedIps::PerProvider(p) => p.get(&provider),
         };
         list.is_none_or(|l| l.iter().any(|c| c.contains(ip)))
     }

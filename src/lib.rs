@@ -23,6 +23,7 @@
 //! - [`telemetry`], [`shutdown`], [`cli`]: process wiring.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod delivery;

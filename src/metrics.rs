@@ -4,7 +4,7 @@
 //! never see a gap.
 
 use crate::config::Config;
-use crate::providers::Family as CallbackFamily;
+use crate::providers::{FAMILIES, Family as CallbackFamily};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -99,64 +99,6 @@ pub struct Metrics {
     progress: HashMap<String, Arc<SinkProgress>>,
 }
 
-/// The `kind` label of an event: the kind itself when the family knows it,
-/// else `unknown`. The envelope keeps the vendor's text; a metric label must
-/// not, or one signed callback with a made-up 600 KB `event` adds a 600 KB
-/// series to every scrape, for good.
-pub fn kind_label(family: CallbackFamily, kind: &str) -> &'static str {
-    known_kinds(family)
-        .iter()
-        .find(|k| **k == kind)
-        .copied()
-        .unwrap_or("unknown")
-}
-
-/// The documented kinds per family, pre-registered so their series exist at 0.
-fn known_kinds(family: CallbackFamily) -> &'static [&'static str] {
-    match family {
-        CallbackFamily::CloudPlayer => &[
-            "player_created",
-            "player_destroyed",
-            "player_status_changed",
-            "player_exception",
-            "upload_succeeded",
-            "upload_failed",
-            "upload_status_changed",
-            "upload_cancel_failed",
-            "upload_exception",
-            "upload_expired",
-            "unknown",
-        ],
-        CallbackFamily::Stream => &[
-            "stream_create",
-            "stream_close",
-            "room_create",
-            "room_close",
-            "room_login",
-            "room_logout",
-            "mix_start",
-            "mix_stop",
-            "record",
-            "compose",
-            "snapshot",
-            "procedure",
-            "unknown",
-        ],
-        CallbackFamily::Compose => &["compose", "unknown"],
-        CallbackFamily::CloudPlay => &[
-            "task_created",
-            "task_updated",
-            "task_destroyed",
-            "play_started",
-            "play_finished",
-            "play_error",
-            "play_paused",
-            "play_resumed",
-            "unknown",
-        ],
-    }
-}
-
 impl Metrics {
     pub fn new(config: &Config) -> Metrics {
         let mut registry = Registry::default();
@@ -239,7 +181,7 @@ impl Metrics {
             secret_matches.clone(),
         );
 
-        for family in CallbackFamily::ALL {
+        for family in FAMILIES {
             let f = family.as_str().to_owned();
             let _ = requests.get_or_create(&RequestLabels {
                 family: f.clone(),
@@ -252,7 +194,7 @@ impl Metrics {
                     reason: code.into(),
                 });
             }
-            for kind in known_kinds(family) {
+            for kind in family.kinds() {
                 let _ = events.get_or_create(&EventLabels {
                     provider: family.provider().as_str().into(),
                     family: f.clone(),
@@ -336,7 +278,7 @@ impl Metrics {
             .get_or_create(&EventLabels {
                 provider: family.provider().as_str().into(),
                 family: family.as_str().into(),
-                kind: kind_label(family, kind).into(),
+                kind: family.kind_label(kind).into(),
             })
             .inc();
     }

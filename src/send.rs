@@ -13,10 +13,9 @@
 //! byte for byte with `MD5`/`CheckSum` computed over exactly those bytes.
 
 use crate::config::{App, Config};
-use crate::providers::{Family, Provider};
-use crate::verify::{netease, zego};
+use crate::providers::{FAMILIES, Family, Provider, SampleContext, SignInput};
 use anyhow::{Context, anyhow, bail};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,7 +49,7 @@ pub struct SendArgs {
     #[arg(long)]
     pub app_id: Option<String>,
     /// Which callback route to send to.
-    #[arg(long, value_enum, default_value_t = FamilyArg::Stream)]
+    #[arg(long, value_parser = parse_family_arg, default_value = "stream")]
     pub family: FamilyArg,
     /// The event kind (see below); defaults to the family's most common one.
     #[arg(long)]
@@ -82,92 +81,45 @@ pub struct SendArgs {
     pub timeout_secs: u64,
 }
 
-/// The callback route families.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FamilyArg {
-    /// `/callbacks/zego/stream`
-    Stream,
-    /// `/callbacks/zego/compose`
-    Compose,
-    /// `/callbacks/zego/cloud-player`
-    CloudPlayer,
-    /// `/callbacks/netease/cloud-play`
-    CloudPlay,
-}
+/// A callback family named on the command line: its registry name, with
+/// `-` or `_` (`stream`, `compose`, `cloud-player`, `cloud-play`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FamilyArg(pub Family);
 
 impl FamilyArg {
+    /// The family of that name; panics on a name the registry lacks (tests).
+    pub fn named(name: &str) -> FamilyArg {
+        parse_family_arg(name).expect("a registered family")
+    }
+
     pub fn family(self) -> Family {
-        match self {
-            FamilyArg::Stream => Family::Stream,
-            FamilyArg::Compose => Family::Compose,
-            FamilyArg::CloudPlayer => Family::CloudPlayer,
-            FamilyArg::CloudPlay => Family::CloudPlay,
-        }
+        self.0
     }
 
     pub fn route(self) -> &'static str {
-        match self {
-            FamilyArg::Stream => "/callbacks/zego/stream",
-            FamilyArg::Compose => "/callbacks/zego/compose",
-            FamilyArg::CloudPlayer => "/callbacks/zego/cloud-player",
-            FamilyArg::CloudPlay => "/callbacks/netease/cloud-play",
-        }
+        self.0.route()
     }
 
     fn kinds(self) -> &'static [(&'static str, i64)] {
-        match self {
-            FamilyArg::Stream => &STREAM_KINDS,
-            FamilyArg::Compose => &[("compose", 0)],
-            FamilyArg::CloudPlayer => &CLOUD_PLAYER_KINDS,
-            FamilyArg::CloudPlay => &CLOUD_PLAY_KINDS,
-        }
+        self.0.def().sample_kinds
     }
 
     fn default_kind(self) -> &'static str {
-        match self {
-            FamilyArg::Stream => "stream_create",
-            FamilyArg::Compose => "compose",
-            FamilyArg::CloudPlayer => "player_created",
-            FamilyArg::CloudPlay => "play_started",
-        }
+        self.kinds().first().map_or("unknown", |(k, _)| k)
     }
 }
 
-const STREAM_KINDS: [(&str, i64); 9] = [
-    ("stream_create", 0),
-    ("stream_close", 0),
-    ("room_login", 0),
-    ("room_logout", 0),
-    ("room_create", 0),
-    ("room_close", 0),
-    ("mix_start", 0),
-    ("mix_stop", 0),
-    ("record", 0),
-];
-
-const CLOUD_PLAYER_KINDS: [(&str, i64); 10] = [
-    ("player_created", 1),
-    ("player_destroyed", 2),
-    ("player_status_changed", 3),
-    ("player_exception", 4),
-    ("upload_succeeded", 10001),
-    ("upload_failed", 10002),
-    ("upload_status_changed", 10003),
-    ("upload_cancel_failed", 10004),
-    ("upload_exception", 10005),
-    ("upload_expired", 10006),
-];
-
-const CLOUD_PLAY_KINDS: [(&str, i64); 8] = [
-    ("task_created", 500),
-    ("task_updated", 501),
-    ("task_destroyed", 502),
-    ("play_started", 503),
-    ("play_finished", 504),
-    ("play_error", 505),
-    ("play_paused", 506),
-    ("play_resumed", 507),
-];
+fn parse_family_arg(name: &str) -> Result<FamilyArg, String> {
+    Family::by_name(&name.replace('-', "_"))
+        .map(FamilyArg)
+        .ok_or_else(|| {
+            let names: Vec<String> = FAMILIES
+                .iter()
+                .map(|f| f.as_str().replace('_', "-"))
+                .collect();
+            format!("unknown family `{name}`; known: {}", names.join(", "))
+        })
+}
 
 /// One signed request, ready to send or to hand to a load tool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,7 +169,6 @@ impl SignedRequest {
 pub struct Generator {
     family: FamilyArg,
     kind: &'static str,
-    code: i64,
     app_id: String,
     secret: String,
     /// Distinguishes this generator's ids from every other run's.
@@ -240,7 +191,7 @@ impl Generator {
             );
         }
         let wanted = kind.unwrap_or(family.default_kind());
-        let (kind, code) = family
+        let (kind, _) = family
             .kinds()
             .iter()
             .find(|(name, code)| {
@@ -265,7 +216,6 @@ impl Generator {
         Ok(Generator {
             family,
             kind,
-            code,
             app_id: app.app_id.clone(),
             secret,
             run: format!("{:08x}", fastrand::u32(..)),
@@ -283,275 +233,37 @@ impl Generator {
     pub fn next_request(&mut self) -> SignedRequest {
         let i = self.counter;
         self.counter += 1;
-        let now = now_ms();
-        let payload = match self.family {
-            FamilyArg::Stream | FamilyArg::Compose => self.zego_lower(i, now),
-            FamilyArg::CloudPlayer => self.zego_pascal(i, now),
-            FamilyArg::CloudPlay => {
-                let body = self.netease_body(i, now).to_string();
-                return self.sign_netease(body, now);
-            }
+        let ctx = SampleContext {
+            app_id: self.app_id.clone(),
+            run: self.run.clone(),
+            run_num: self.run_num,
+            now_ms: now_ms(),
         };
-        self.finish_zego(payload)
+        // Every kind of the family's `sample_kinds` has a sample (a test
+        // in providers proves it), and `new` only accepts those.
+        let payload = (self.family.0.def().sample)(self.kind, i, &ctx).unwrap_or(Value::Null);
+        self.sign(SignInput::Generated(payload))
+            .unwrap_or_else(|e| unreachable!("a generated payload signs: {e}"))
     }
 
     /// `body` signed afresh: ZEGO bodies lose any signing fields and get new
     /// ones (the result is compact JSON); NetEase bodies stay byte for byte.
     pub fn resign(&self, body: &[u8]) -> anyhow::Result<SignedRequest> {
-        match self.family {
-            FamilyArg::CloudPlay => {
-                let text = std::str::from_utf8(body)
-                    .context("the NetEase body must be UTF-8 text")?
-                    .to_owned();
-                Ok(self.sign_netease(text, now_ms()))
-            }
-            _ => {
-                let decoded = crate::decode::decode(body)
-                    .map_err(|e| anyhow!("the body is not a ZEGO payload: {e}"))?
-                    .value;
-                let Value::Object(mut map) = decoded else {
-                    bail!("the body is not a JSON object (nor form fields)");
-                };
-                for key in zego::SIGNING_KEYS {
-                    map.shift_remove(key);
-                }
-                // The receiver picks the app (and secret) by the id the body
-                // names: make it name the app we sign for, in the same type.
-                for key in ["appid", "AppID", "AppId", "Appid"] {
-                    if let Some(value) = map.get_mut(key) {
-                        *value = match value {
-                            Value::Number(_) => self.app_id_value(),
-                            _ => Value::String(self.app_id.clone()),
-                        };
-                    }
-                }
-                Ok(self.finish_zego(map))
-            }
-        }
+        self.sign(SignInput::Given(body))
     }
 
-    fn app_id_value(&self) -> Value {
-        // The numeric-typed callbacks send AppID as a number when it is one.
-        match self.app_id.parse::<u64>() {
-            Ok(n) => json!(n),
-            Err(_) => json!(self.app_id),
-        }
-    }
-
-    /// Adds the signing fields in the family's casing, then serializes.
-    fn finish_zego(&self, mut payload: Map<String, Value>) -> SignedRequest {
-        let ts = (now_ms() / 1000).to_string();
-        let nonce = nonce();
-        let signature = zego::sign(&self.secret, &ts, &nonce);
-        let [t, n, s] = match self.family {
-            FamilyArg::CloudPlayer => ["Timestamp", "Nonce", "Signature"],
-            _ => ["timestamp", "nonce", "signature"],
-        };
-        if payload.contains_key(t) {
-            // Generated payloads hold placeholders where the vendors put the
-            // fields (right after the app id): fill them in place.
-            payload.insert(t.to_owned(), Value::String(ts));
-            payload.insert(n.to_owned(), Value::String(nonce));
-            payload.insert(s.to_owned(), Value::String(signature));
-        } else {
-            let at = payload
-                .keys()
-                .position(|k| k == "appid" || k == "AppID")
-                .map_or(0, |p| p + 1);
-            payload.shift_insert(at, t.to_owned(), Value::String(ts));
-            payload.shift_insert(at + 1, n.to_owned(), Value::String(nonce));
-            payload.shift_insert(at + 2, s.to_owned(), Value::String(signature));
-        }
-        SignedRequest {
+    fn sign(&self, input: SignInput<'_>) -> anyhow::Result<SignedRequest> {
+        let (headers, body) =
+            self.family
+                .0
+                .def()
+                .auth
+                .sign(input, &self.app_id, &self.secret, now_ms())?;
+        Ok(SignedRequest {
             route: self.family.route(),
-            headers: vec![("Content-Type".into(), "application/json".into())],
-            body: Value::Object(payload).to_string(),
-        }
-    }
-
-    fn sign_netease(&self, body: String, now: u64) -> SignedRequest {
-        let md5 = netease::body_md5(body.as_bytes());
-        let cur_time = now.to_string();
-        let checksum = netease::checksum(&self.secret, &md5, &cur_time);
-        SignedRequest {
-            route: self.family.route(),
-            headers: vec![
-                (
-                    "Content-Type".into(),
-                    "application/json;charset=utf-8".into(),
-                ),
-                ("AppKey".into(), self.app_id.clone()),
-                ("CurTime".into(), cur_time),
-                ("MD5".into(), md5),
-                ("CheckSum".into(), checksum),
-            ],
+            headers,
             body,
-        }
-    }
-
-    /// Stream and compose callbacks: lowercase keys, string values.
-    fn zego_lower(&self, i: u64, now: u64) -> Map<String, Value> {
-        let (run, app) = (&self.run, self.app_id.as_str());
-        let secs = (now / 1000).to_string();
-        let ms = now.to_string();
-        let room = format!("room-{run}-{}", i / 16);
-        let user = format!("user-{run}-{i}");
-        let stream = format!("stream-{run}-{i}");
-        let sid = format!("s-{}{:017}", self.run_num, i);
-        let session = big_id().to_string();
-        let seq = (i % 100_000 + 1).to_string();
-        let task = format!("{app}:{run}-{i}");
-        let value = match self.kind {
-            "stream_create" => json!({
-                "event": "stream_create", "appid": app, "timestamp": "", "nonce": "", "signature": "",
-                "room_id": room, "room_session_id": session,
-                "user_id": user, "user_name": format!("{user}_name"), "channel_id": room,
-                "stream_id": stream, "stream_sid": sid, "title": format!("live {i}"),
-                "stream_alias": stream, "stream_attr": "{\"cid\":0}", "stream_seq": seq,
-                "create_time": secs, "create_time_ms": ms, "extra_info": "",
-                "recreate": "0", "publish_id": user, "publish_name": format!("{user}_name"),
-                "rtmp_url": [format!("rtmp://rtmp.wsdemo.zego.im/zegodemo/{stream}"),
-                             format!("rtmp://testplay.aliyun.zego.im/livestream/{stream}")],
-                "hls_url": [format!("http://hls.wsdemo.zego.im/zegodemo/{stream}/playlist.m3u8"),
-                            format!("http://testplay.aliyun.zego.im/livestream/{stream}.m3u8")],
-                "hdl_url": [format!("http://hdl.wsdemo.zego.im/zegodemo/{stream}.flv"),
-                            format!("http://testplay.aliyun.zego.im/livestream/{stream}.flv")],
-                "pic_url": [format!("http://pic.wsdemo.zego.im/zegodemo/{stream}.jpg")],
-            }),
-            "stream_close" => json!({
-                "event": "stream_close", "appid": app, "timestamp": "", "nonce": "", "signature": "",
-                "room_id": room, "room_session_id": session,
-                "user_id": user, "user_name": format!("{user}_name"), "channel_id": room,
-                "type": "0", "stream_alias": stream, "stream_id": stream, "stream_sid": sid,
-                "stream_seq": seq, "third_define_data": "{\"u\":\"bench\"}",
-                "create_time_ms": (now - 60_000).to_string(), "destroy_timemillis": ms,
-            }),
-            "room_login" => json!({
-                "event": "room_login", "appid": app, "timestamp": "", "nonce": "", "signature": "",
-                "room_id": room, "room_name": format!("{room}#name"),
-                "room_seq": session, "user_account": user, "user_nickname": format!("{user}_name"),
-                "session_id": big_id().to_string(), "login_time": ms,
-                "user_role": "2", "auth_level": "4", "relogin": "0", "user_update_seq": seq,
-                "callback_data": "user login",
-            }),
-            "room_logout" => json!({
-                "event": "room_logout", "appid": app, "timestamp": "", "nonce": "", "signature": "",
-                "room_id": room, "room_seq": session,
-                "user_account": user, "user_nickname": format!("{user}_name"),
-                "session_id": big_id().to_string(),
-                "login_time": (now - 60_000).to_string(), "logout_time": ms,
-                "reason": "0", "user_role": "1", "user_update_seq": seq,
-            }),
-            // These two send JSON numbers (room_session_id above 2^53).
-            "room_create" => json!({
-                "event": "room_create", "appid": self.app_id_value(), "timestamp": "", "nonce": "", "signature": "",
-                "room_id": format!("room-{run}-{i}"), "room_session_id": big_id(),
-                "room_create_time": ms, "id_name": user,
-            }),
-            "room_close" => json!({
-                "event": "room_close", "appid": self.app_id_value(), "timestamp": "", "nonce": "", "signature": "",
-                "room_id": format!("room-{run}-{i}"), "room_session_id": big_id(),
-                "close_reason": 0, "room_close_time": ms,
-            }),
-            "mix_start" => json!({
-                "appid": app, "timestamp": "", "nonce": "", "signature": "", "channel_id": room, "event": "mix_start",
-                "hdl_url": format!("http://hdl.wsdemo.zego.im/zegodemo/mix-{run}-{i}.flv"),
-                "hdl_urls": [format!("http://hdl.wsdemo.zego.im/zegodemo/mix-{run}-{i}.flv")],
-                "hls_url": format!("http://hls.wsdemo.zego.im/zegodemo/mix-{run}-{i}/playlist.m3u8"),
-                "hls_urls": [format!("http://hls.wsdemo.zego.im/zegodemo/mix-{run}-{i}/playlist.m3u8")],
-                "mix_stream_alias": format!("mix-{run}-{i}"),
-                "mix_url": format!("rtmp://rtmp.wsdemo.zego.im/zegodemo/mix-{run}-{i}"),
-                "publish_id": user,
-                "rtmp_url": format!("rtmp://rtmp.wsdemo.zego.im/zegodemo/mix-{run}-{i}"),
-                "rtmp_urls": [format!("rtmp://rtmp.wsdemo.zego.im/zegodemo/mix-{run}-{i}")],
-                "seq": seq, "stream_alias": format!("mix-{run}-{i}"), "task_id": task,
-            }),
-            "mix_stop" => json!({
-                "appid": app, "timestamp": "", "nonce": "", "signature": "", "channel_id": room, "event": "mix_stop",
-                "mix_stream_alias": format!("mix-{run}-{i}"),
-                "mix_url": format!("rtmp://rtmp.wsdemo.zego.im/zegodemo/mix-{run}-{i}"),
-                "publish_id": user, "seq": seq, "task_id": task,
-            }),
-            "record" => json!({
-                "appid": app, "timestamp": "", "nonce": "", "signature": "", "event": "record", "stream_alias": stream,
-                "replay_url": format!("https://record.example.com/{stream}.mp4"),
-                "begin_time": ((now - 60_000) / 1000).to_string(), "end_time": secs,
-                "extra_params": "",
-            }),
-            "compose" => json!({
-                "appid": app, "timestamp": "", "nonce": "", "signature": "", "event": "compose",
-                "replay_url": format!("https://vod.example.com/compose/{run}-{i}.mp4"),
-                "task_id": format!("compose-{run}-{i}"), "file_id": big_id().to_string(),
-                "code": "0", "message": "success",
-            }),
-            other => unreachable!("kind {other} is not a ZEGO lowercase kind"),
-        };
-        into_map(value)
-    }
-
-    /// Cloud player and upload callbacks: PascalCase keys, numeric EventType.
-    fn zego_pascal(&self, i: u64, now: u64) -> Map<String, Value> {
-        let run = &self.run;
-        let secs = now / 1000;
-        let detail = match self.code {
-            1 => json!({"CreateTime": secs, "PlayTime": secs, "MaxIdleTime": 30,
-                        "StreamUrl": format!("https://media.example.com/video/{run}-{i}.mp4")}),
-            2 => json!({"PlayTime": secs - 60, "Reason": 1}),
-            3 => json!({"Status": 4}),
-            4 => json!({"Code": -1}),
-            10002 => json!({"Reason": 1}),
-            10003 => json!({"Status": 2}),
-            10004 => json!({"Reason": 2}),
-            10005 => json!({"Code": 2}),
-            _ => json!({}),
-        };
-        let value = if self.code < 10000 {
-            json!({
-                "AppID": self.app_id_value(), "Timestamp": "", "Nonce": "", "Signature": "",
-                "RoomId": format!("room-{run}-{}", i / 16),
-                "PlayerId": format!("player-{run}-{i}"),
-                "PlayerName": format!("player {i}"),
-                "EventType": self.code,
-                "EventTime": now,
-                "Detail": detail,
-            })
-        } else {
-            json!({
-                "AppID": self.app_id_value(), "Timestamp": "", "Nonce": "", "Signature": "",
-                "UploadTaskId": format!("{:016x}{:08x}", self.run_num, i),
-                "EventType": self.code,
-                "EventTime": now,
-                "StreamUrl": format!("https://media.example.com/upload/{run}-{i}.mp4"),
-                "Title": format!("{run}-{i}.mp4"),
-                "Detail": detail,
-            })
-        };
-        into_map(value)
-    }
-
-    /// NetEase cloud play: `{"data":{...},"eventType":50x}`.
-    fn netease_body(&self, i: u64, now: u64) -> Value {
-        let mut data = json!({
-            "channelId": self.run_num * 10_000 + i % 10_000,
-            "code": 200,
-            "idleTimeout": 300,
-            "playTs": now / 1000,
-            "streamUrl": format!("http://vod.example.126.net/{}/{i}.mp4", self.run),
-            "taskId": format!("{}-{}", uuid::Uuid::now_v7(), i),
-            "timestamp": now,
-        });
-        if self.code == 505 {
-            data["code"] = json!(400);
-            data["reason"] = json!("open url error");
-        }
-        json!({"data": data, "eventType": self.code})
-    }
-}
-
-fn into_map(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        _ => Map::new(),
+        })
     }
 }
 
@@ -562,15 +274,6 @@ fn now_ms() -> u64 {
 }
 
 /// A ZEGO-style nonce: a random 19-digit number, as text.
-fn nonce() -> String {
-    fastrand::u64(1_000_000_000_000_000_000..10_000_000_000_000_000_000).to_string()
-}
-
-/// A random 18-19 digit id (session ids, file ids), above 2^53 like ZEGO's.
-fn big_id() -> u64 {
-    fastrand::u64(100_000_000_000_000_000..9_223_372_036_854_775_807)
-}
-
 /// Runs `hookrelay send`.
 pub fn run(args: SendArgs) -> ExitCode {
     match run_inner(args) {
@@ -801,7 +504,9 @@ mod tests {
     use super::*;
     use crate::secret::SecretString;
     use crate::verify::zego::Casing;
+    use crate::verify::{netease, zego};
     use axum::http::{HeaderMap, HeaderName, HeaderValue};
+    use serde_json::json;
     use std::collections::HashSet;
 
     const SECRET: &str = "send-test-secret";
@@ -821,12 +526,9 @@ mod tests {
         }
     }
 
-    const ALL: [FamilyArg; 4] = [
-        FamilyArg::Stream,
-        FamilyArg::Compose,
-        FamilyArg::CloudPlayer,
-        FamilyArg::CloudPlay,
-    ];
+    fn all() -> Vec<FamilyArg> {
+        FAMILIES.iter().map(|f| FamilyArg(*f)).collect()
+    }
 
     /// Checks `req` the way the server does and returns its parsed kind.
     fn verify_and_parse(family: FamilyArg, app: &App, req: &SignedRequest) -> (String, Value) {
@@ -835,7 +537,7 @@ mod tests {
         let payload: Value = serde_json::from_str(&req.body).expect("body is JSON");
         match family.family().provider() {
             Provider::Zego => {
-                let casing = if family == FamilyArg::CloudPlayer {
+                let casing = if family == FamilyArg::named("cloud_player") {
                     Casing::Pascal
                 } else {
                     Casing::Lower
@@ -843,7 +545,7 @@ mod tests {
                 let fields = zego::signing_fields(&payload, casing).expect("signing fields");
                 zego::verify((), &fields, &app.secrets, now, 300).expect("verifies, fresh");
                 assert_eq!(
-                    crate::providers::lenient::app_id(&payload).as_deref(),
+                    crate::providers::zego::app_id(&payload).as_deref(),
                     Some(app.app_id.as_str())
                 );
             }
@@ -867,7 +569,7 @@ mod tests {
 
     #[test]
     fn every_kind_verifies_parses_to_itself_and_is_unique() {
-        for family in ALL {
+        for family in all() {
             let app = app_for(family);
             for (kind, _) in family.kinds() {
                 let mut generator = Generator::new(family, Some(kind), &app).unwrap();
@@ -898,9 +600,9 @@ mod tests {
 
     #[test]
     fn generated_events_carry_realistic_times_and_ids() {
-        let app = app_for(FamilyArg::Stream);
-        let mut g = Generator::new(FamilyArg::Stream, None, &app).unwrap();
-        let (kind, p) = verify_and_parse(FamilyArg::Stream, &app, &g.next_request());
+        let app = app_for(FamilyArg::named("stream"));
+        let mut g = Generator::new(FamilyArg::named("stream"), None, &app).unwrap();
+        let (kind, p) = verify_and_parse(FamilyArg::named("stream"), &app, &g.next_request());
         assert_eq!(kind, "stream_create");
         let now = now_ms();
         let ms: u64 = p["create_time_ms"].as_str().unwrap().parse().unwrap();
@@ -916,18 +618,19 @@ mod tests {
             ["event", "appid", "timestamp", "nonce", "signature"]
         );
 
-        let app = app_for(FamilyArg::CloudPlayer);
-        let mut g = Generator::new(FamilyArg::CloudPlayer, Some("10001"), &app).unwrap();
-        let (kind, p) = verify_and_parse(FamilyArg::CloudPlayer, &app, &g.next_request());
+        let app = app_for(FamilyArg::named("cloud_player"));
+        let mut g = Generator::new(FamilyArg::named("cloud_player"), Some("10001"), &app).unwrap();
+        let (kind, p) = verify_and_parse(FamilyArg::named("cloud_player"), &app, &g.next_request());
         assert_eq!(kind, "upload_succeeded");
         assert_eq!(p["AppID"], json!(1234567890u64));
         assert!(p["Signature"].is_string() && p.get("signature").is_none());
         assert!(now.abs_diff(p["EventTime"].as_u64().unwrap()) < 5_000);
 
-        let app = app_for(FamilyArg::CloudPlay);
-        let mut g = Generator::new(FamilyArg::CloudPlay, Some("play_error"), &app).unwrap();
+        let app = app_for(FamilyArg::named("cloud_play"));
+        let mut g =
+            Generator::new(FamilyArg::named("cloud_play"), Some("play_error"), &app).unwrap();
         let req = g.next_request();
-        let (kind, p) = verify_and_parse(FamilyArg::CloudPlay, &app, &req);
+        let (kind, p) = verify_and_parse(FamilyArg::named("cloud_play"), &app, &req);
         assert_eq!(kind, "play_error");
         assert_eq!(p["eventType"], 505);
         assert_eq!(p["data"]["reason"], "open url error");
@@ -937,16 +640,17 @@ mod tests {
 
     #[test]
     fn unknown_kinds_and_wrong_apps_are_refused() {
-        let zego = app_for(FamilyArg::Stream);
-        let err = Generator::new(FamilyArg::Stream, Some("player_created"), &zego).unwrap_err();
+        let zego = app_for(FamilyArg::named("stream"));
+        let err =
+            Generator::new(FamilyArg::named("stream"), Some("player_created"), &zego).unwrap_err();
         assert!(err.to_string().contains("stream_create"), "{err}");
-        let err = Generator::new(FamilyArg::CloudPlay, None, &zego).unwrap_err();
+        let err = Generator::new(FamilyArg::named("cloud_play"), None, &zego).unwrap_err();
         assert!(err.to_string().contains("netease"), "{err}");
         assert_eq!(
             Generator::new(
-                FamilyArg::CloudPlay,
+                FamilyArg::named("cloud_play"),
                 Some("507"),
-                &app_for(FamilyArg::CloudPlay)
+                &app_for(FamilyArg::named("cloud_play"))
             )
             .unwrap()
             .kind(),
@@ -961,10 +665,10 @@ mod tests {
             "/tests/fixtures/seeds/zego_cloud_player_created.json"
         ));
         let app = app(Provider::Zego, "123456789");
-        let g = Generator::new(FamilyArg::CloudPlayer, None, &app).unwrap();
+        let g = Generator::new(FamilyArg::named("cloud_player"), None, &app).unwrap();
         let first = g.resign(seed.as_bytes()).unwrap();
         let second = g.resign(seed.as_bytes()).unwrap();
-        let (kind, p) = verify_and_parse(FamilyArg::CloudPlayer, &app, &first);
+        let (kind, p) = verify_and_parse(FamilyArg::named("cloud_player"), &app, &first);
         assert_eq!(kind, "player_created");
         assert_eq!(p["PlayerId"], "XXXXXX");
         assert_ne!(p["Signature"], "XXXXXXX");
@@ -978,9 +682,9 @@ mod tests {
 
         // Lowercase family, body carrying stale fields in both casings.
         let stale = r#"{"event":"stream_create","appid":"123456789","Timestamp":"1","nonce":"2","signature":"x","stream_id":"s1"}"#;
-        let g = Generator::new(FamilyArg::Stream, None, &app).unwrap();
+        let g = Generator::new(FamilyArg::named("stream"), None, &app).unwrap();
         let req = g.resign(stale.as_bytes()).unwrap();
-        let (kind, p) = verify_and_parse(FamilyArg::Stream, &app, &req);
+        let (kind, p) = verify_and_parse(FamilyArg::named("stream"), &app, &req);
         assert_eq!(kind, "stream_create");
         assert!(p.get("Timestamp").is_none());
         assert_eq!(p["stream_id"], "s1");
@@ -991,7 +695,7 @@ mod tests {
             "/tests/fixtures/seeds/zego_stream_create.json"
         ));
         let req = g.resign(seed.as_bytes()).unwrap();
-        let (kind, p) = verify_and_parse(FamilyArg::Stream, &app, &req);
+        let (kind, p) = verify_and_parse(FamilyArg::named("stream"), &app, &req);
         assert_eq!(kind, "stream_create");
         assert_eq!(p["appid"], "123456789");
         assert_eq!(p["stream_sid"], "s-115205136669740000000000104");
@@ -1003,11 +707,11 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/seeds/netease_cloud_play_505.json"
         ));
-        let app = app_for(FamilyArg::CloudPlay);
-        let g = Generator::new(FamilyArg::CloudPlay, None, &app).unwrap();
+        let app = app_for(FamilyArg::named("cloud_play"));
+        let g = Generator::new(FamilyArg::named("cloud_play"), None, &app).unwrap();
         let req = g.resign(seed.as_bytes()).unwrap();
         assert_eq!(req.body, seed, "not reserialized");
-        let (kind, _) = verify_and_parse(FamilyArg::CloudPlay, &app, &req);
+        let (kind, _) = verify_and_parse(FamilyArg::named("cloud_play"), &app, &req);
         assert_eq!(kind, "play_error");
     }
 
@@ -1015,7 +719,7 @@ mod tests {
     fn emitted_lines_round_trip_and_are_distinct() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("requests.jsonl");
-        for family in ALL {
+        for family in all() {
             let app = app_for(family);
             let generator = Generator::new(family, None, &app).unwrap();
             // More than one batch, so several threads take part.

@@ -122,19 +122,6 @@ pub fn string_value(v: &Value) -> Option<String> {
     string(v).ok().flatten()
 }
 
-/// The ZEGO app id named in a payload, as a string.
-///
-/// The stream family writes `appid` (a string, or a number in
-/// `room_create`/`room_close`), the cloud player `AppID`, the AI and
-/// moderation families `AppId`, transcoding `Appid`. The first non-empty one
-/// wins.
-pub fn app_id(payload: &Value) -> Option<String> {
-    ["appid", "AppID", "AppId", "Appid"]
-        .iter()
-        .filter_map(|key| payload.get(key).and_then(string_value))
-        .find(|id| !id.trim().is_empty())
-}
-
 /// An integral float as `i64`; `None` for fractions, NaN and out-of-range values.
 fn float_to_int(f: f64) -> Option<i64> {
     // 2^63 is exactly representable; every finite float below it fits in i64.
@@ -415,31 +402,5 @@ mod tests {
         assert_eq!((s.n, s.s, s.urls), (None, None, None));
         let s = sample(json!({}));
         assert_eq!((s.n, s.s, s.urls), (None, None, None));
-    }
-
-    #[test]
-    fn app_id_reads_every_zego_spelling_as_a_string() {
-        assert_eq!(app_id(&json!({"appid": "1"})).as_deref(), Some("1"));
-        assert_eq!(app_id(&json!({"appid": 1})).as_deref(), Some("1"));
-        assert_eq!(
-            app_id(&json!({"AppID": 123456789})).as_deref(),
-            Some("123456789")
-        );
-        assert_eq!(
-            app_id(&json!({"AppID": "123456789"})).as_deref(),
-            Some("123456789")
-        );
-        assert_eq!(app_id(&json!({"AppId": 1})).as_deref(), Some("1"));
-        assert_eq!(
-            app_id(&json!({"Appid": "111111"})).as_deref(),
-            Some("111111")
-        );
-        assert_eq!(
-            app_id(&json!({"appid": "", "AppID": 7})).as_deref(),
-            Some("7")
-        );
-        assert_eq!(app_id(&json!({"appid": {"x": 1}})), None);
-        assert_eq!(app_id(&json!({})), None);
-        assert_eq!(app_id(&json!("not an object")), None);
     }
 }

@@ -13,7 +13,7 @@ use super::limits::{acceptable_request_id, declared_length};
 use super::state::AppState;
 use crate::error::{IngestError, RejectionCode};
 use crate::ingest;
-use crate::providers::Family;
+use crate::providers::{FAMILIES, Family};
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -59,17 +59,14 @@ pub fn router(state: AppState, listener: Listener) -> Router {
 
 fn callback_routes(state: &AppState) -> Router<AppState> {
     let config = state.config();
-    let callback = |family: Family| {
-        post(move |State(s): State<AppState>, req: Request| callback(s, family, req))
-    };
-    Router::new()
-        .route(
-            "/callbacks/zego/cloud-player",
-            callback(Family::CloudPlayer),
-        )
-        .route("/callbacks/zego/stream", callback(Family::Stream))
-        .route("/callbacks/zego/compose", callback(Family::Compose))
-        .route("/callbacks/netease/cloud-play", callback(Family::CloudPlay))
+    FAMILIES
+        .iter()
+        .fold(Router::new(), |routes, &family| {
+            routes.route(
+                family.route(),
+                post(move |State(s): State<AppState>, req: Request| callback(s, family, req)),
+            )
+        })
         // Layers on these routes only: the probes never time out here.
         .layer(
             ServiceBuilder::new()
@@ -148,13 +145,7 @@ async fn timeout_as_json(State(state): State<AppState>, req: Request, next: Next
 }
 
 fn family_of(path: &str) -> Option<Family> {
-    match path {
-        "/callbacks/zego/cloud-player" => Some(Family::CloudPlayer),
-        "/callbacks/zego/stream" => Some(Family::Stream),
-        "/callbacks/zego/compose" => Some(Family::Compose),
-        "/callbacks/netease/cloud-play" => Some(Family::CloudPlay),
-        _ => None,
-    }
+    Family::by_route(path)
 }
 
 /// One callback request: source check, body, the family's pipeline, metrics.
@@ -211,10 +202,7 @@ async fn receive(
         .work
         .try_acquire()
         .map_err(|_| IngestError::Overloaded)?;
-    match family {
-        Family::CloudPlay => ingest::netease(state, family, &parts.headers, bytes).await,
-        _ => ingest::zego(state, family, bytes).await,
-    }
+    ingest::ingest(state, family, &parts.headers, &bytes).await
 }
 
 fn body_error(e: axum::Error) -> IngestError {
@@ -298,7 +286,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let committed = *state.spool.committed().borrow();
-    let body = state.metrics.render(committed, crate::spool::now_ms());
+    let body = state.metrics.render(committed, crate::clock::now_ms());
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -63,7 +63,7 @@ impl Admin {
                     attempts: r.get(3)?,
                     last_status: r.get(4)?,
                     last_error: r.get(5)?,
-                    dead_at: crate::ingest::rfc3339(r.get(6)?),
+                    dead_at: crate::clock::rfc3339(r.get(6)?),
                     replay_pending: r.get(7)?,
                 })
             })

@@ -74,8 +74,10 @@ impl<T> Verified<T> {
     }
 
     /// Transforms the verified value while keeping the proof: what is built
-    /// from a verified payload is as trustworthy as the payload.
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Verified<U> {
+    /// from a verified payload is as trustworthy as the payload. Crate-only,
+    /// and every verifier proves a real value (NetEase: the body bytes), so
+    /// no `Verified<()>` exists to be turned into anything.
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Verified<U> {
         Verified {
             value: f(self.value),
             secret_position: self.secret_position,

@@ -9,8 +9,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::providers::TypedEvent;
+use super::NeteaseChecksum;
 use crate::providers::lenient::{self, lenient_struct};
+use crate::providers::{FamilyDef, Parsed, Provider, SampleContext, TypedEvent};
+use serde_json::json;
 
 lenient_struct! {
     /// The `data` object, identical for every cloud-play event.
@@ -161,6 +163,61 @@ impl TypedEvent for Event {
         }
         .filter(|id| !id.is_empty())
     }
+}
+
+/// `/callbacks/netease/cloud-play`: NERTC cloud-play events.
+pub static FAMILY: FamilyDef = FamilyDef {
+    name: "cloud_play",
+    provider: Provider::Netease,
+    route: "/callbacks/netease/cloud-play",
+    kinds: &[
+        "task_created",
+        "task_updated",
+        "task_destroyed",
+        "play_started",
+        "play_finished",
+        "play_error",
+        "play_paused",
+        "play_resumed",
+        "unknown",
+    ],
+    auth: &NeteaseChecksum,
+    parse: |payload| Parsed::from_typed(&Event::parse(payload)),
+    sample,
+    sample_kinds: &[
+        ("play_started", 503),
+        ("task_created", 500),
+        ("task_updated", 501),
+        ("task_destroyed", 502),
+        ("play_finished", 504),
+        ("play_error", 505),
+        ("play_paused", 506),
+        ("play_resumed", 507),
+    ],
+};
+
+/// A realistic `{"data":{...},"eventType":50x}` body of `kind`.
+pub fn sample(kind: &str, i: u64, ctx: &SampleContext) -> Option<Value> {
+    let code = FAMILY
+        .sample_kinds
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, code)| *code)?;
+    let now = ctx.now_ms;
+    let mut data = json!({
+        "channelId": ctx.run_num * 10_000 + i % 10_000,
+        "code": 200,
+        "idleTimeout": 300,
+        "playTs": now / 1000,
+        "streamUrl": format!("http://vod.example.126.net/{}/{i}.mp4", ctx.run),
+        "taskId": format!("{}-{}", uuid::Uuid::now_v7(), i),
+        "timestamp": now,
+    });
+    if code == 505 {
+        data["code"] = json!(400);
+        data["reason"] = json!("open url error");
+    }
+    Some(json!({"data": data, "eventType": code}))
 }
 
 #[cfg(test)]
@@ -320,7 +377,7 @@ mod tests {
     #[test]
     fn the_family_parser_reduces_an_event_to_the_envelope_fields() {
         let payload: Value = serde_json::from_str(SEEDS[0].0).unwrap();
-        let parsed = parse(Family::CloudPlay, &payload);
+        let parsed = parse(Family::by_name("cloud_play").unwrap(), &payload);
         assert_eq!(parsed.kind, "task_created");
         assert_eq!(parsed.event_time_ms, Some(1653470489602));
         assert_eq!(parsed.resource.as_deref(), Some(TASK));

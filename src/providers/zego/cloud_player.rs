@@ -11,8 +11,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::providers::TypedEvent;
+use super::ZegoSignature;
 use crate::providers::lenient::{self, lenient_struct};
+use crate::providers::{FamilyDef, Parsed, Provider, SampleContext, TypedEvent};
+use crate::verify::zego::Casing;
+use serde_json::json;
 
 lenient_struct! {
     /// The top-level fields every cloud-player callback shares (signing fields excluded).
@@ -254,6 +257,87 @@ impl TypedEvent for Event {
     }
 }
 
+/// `/callbacks/zego/cloud-player`: cloud player and upload tasks.
+pub static FAMILY: FamilyDef = FamilyDef {
+    name: "cloud_player",
+    provider: Provider::Zego,
+    route: "/callbacks/zego/cloud-player",
+    kinds: &[
+        "player_created",
+        "player_destroyed",
+        "player_status_changed",
+        "player_exception",
+        "upload_succeeded",
+        "upload_failed",
+        "upload_status_changed",
+        "upload_cancel_failed",
+        "upload_exception",
+        "upload_expired",
+        "unknown",
+    ],
+    auth: &ZegoSignature(Casing::Pascal),
+    parse: |payload| Parsed::from_typed(&Event::parse(payload)),
+    sample,
+    sample_kinds: &[
+        ("player_created", 1),
+        ("player_destroyed", 2),
+        ("player_status_changed", 3),
+        ("player_exception", 4),
+        ("upload_succeeded", 10001),
+        ("upload_failed", 10002),
+        ("upload_status_changed", 10003),
+        ("upload_cancel_failed", 10004),
+        ("upload_exception", 10005),
+        ("upload_expired", 10006),
+    ],
+};
+
+/// A realistic PascalCase payload of `kind` with its numeric `EventType`,
+/// empty signing fields after the app id for the signer to fill in.
+pub fn sample(kind: &str, i: u64, ctx: &SampleContext) -> Option<Value> {
+    let code = FAMILY
+        .sample_kinds
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, code)| *code)?;
+    let (run, now) = (&ctx.run, ctx.now_ms);
+    let secs = now / 1000;
+    let detail = match code {
+        1 => json!({"CreateTime": secs, "PlayTime": secs, "MaxIdleTime": 30,
+                    "StreamUrl": format!("https://media.example.com/video/{run}-{i}.mp4")}),
+        2 => json!({"PlayTime": secs - 60, "Reason": 1}),
+        3 => json!({"Status": 4}),
+        4 => json!({"Code": -1}),
+        10002 => json!({"Reason": 1}),
+        10003 => json!({"Status": 2}),
+        10004 => json!({"Reason": 2}),
+        10005 => json!({"Code": 2}),
+        _ => json!({}),
+    };
+    let value = if code < 10000 {
+        json!({
+            "AppID": ctx.app_id_value(), "Timestamp": "", "Nonce": "", "Signature": "",
+            "RoomId": format!("room-{run}-{}", i / 16),
+            "PlayerId": format!("player-{run}-{i}"),
+            "PlayerName": format!("player {i}"),
+            "EventType": code,
+            "EventTime": now,
+            "Detail": detail,
+        })
+    } else {
+        json!({
+            "AppID": ctx.app_id_value(), "Timestamp": "", "Nonce": "", "Signature": "",
+            "UploadTaskId": format!("{:016x}{:08x}", ctx.run_num, i),
+            "EventType": code,
+            "EventTime": now,
+            "StreamUrl": format!("https://media.example.com/upload/{run}-{i}.mp4"),
+            "Title": format!("{run}-{i}.mp4"),
+            "Detail": detail,
+        })
+    };
+    Some(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,7 +556,7 @@ mod tests {
 
     #[test]
     fn the_family_parser_reduces_an_event_to_the_envelope_fields() {
-        let parsed = parse(Family::CloudPlayer, &fixture("upload"));
+        let parsed = parse(Family::by_name("cloud_player").unwrap(), &fixture("upload"));
         assert_eq!(parsed.kind, "upload_succeeded");
         assert_eq!(parsed.event_time_ms, Some(1737451074593));
         assert_eq!(parsed.resource.as_deref(), Some("678f663727b2d80007000001"));

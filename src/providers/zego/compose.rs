@@ -7,9 +7,25 @@
 //! same way the stream route keeps it, rather than lost to a misconfigured
 //! callback URL.
 
+use super::ZegoSignature;
 use crate::providers::lenient::lenient_struct;
+use crate::providers::{FamilyDef, Parsed, Provider};
+use crate::verify::zego::Casing;
 
 pub use super::stream::Event;
+
+/// `/callbacks/zego/compose`: media merge results. The stream family's
+/// parser, so the stream family's kinds.
+pub static FAMILY: FamilyDef = FamilyDef {
+    name: "compose",
+    provider: Provider::Zego,
+    route: "/callbacks/zego/compose",
+    kinds: super::stream::KINDS,
+    auth: &ZegoSignature(Casing::Lower),
+    parse: |payload| Parsed::from_typed(&Event::parse(payload)),
+    sample: super::stream::sample,
+    sample_kinds: &[("compose", 0)],
+};
 
 lenient_struct! {
     /// `compose`: a media merge finished (Tencent or Huawei CDN only).
@@ -92,7 +108,7 @@ mod tests {
     #[test]
     fn other_events_on_the_compose_route_are_kept() {
         let parsed = parse(
-            Family::Compose,
+            Family::by_name("compose").unwrap(),
             &json!({"event": "brand_new_event", "task_id": "t", "nonce": "1"}),
         );
         assert_eq!(parsed.kind, "brand_new_event");
@@ -101,14 +117,14 @@ mod tests {
             json!({"event": "brand_new_event", "task_id": "t"})
         );
         assert_eq!(
-            parse(Family::Compose, &json!({"code": "0"})).kind,
+            parse(Family::by_name("compose").unwrap(), &json!({"code": "0"})).kind,
             "unknown"
         );
     }
 
     #[test]
     fn the_family_parser_reduces_an_event_to_the_envelope_fields() {
-        let parsed = parse(Family::Compose, &seed());
+        let parsed = parse(Family::by_name("compose").unwrap(), &seed());
         assert_eq!(parsed.kind, "compose");
         assert_eq!(parsed.event_time_ms, None);
         assert_eq!(parsed.resource.as_deref(), Some("task_id"));
