@@ -15,12 +15,13 @@
 //! letters with its last status and error; nothing is dropped silently.
 //! Dead letters an operator replays are picked up within a second.
 
+use crate::clock::now_ms;
 use crate::metrics::{Metrics, SinkProgress};
 use crate::sinks::{Outcome, RetryPolicy, Sink};
-use crate::spool::{DeadLetter, FailedAttempt, Reader, Spool, SpoolError, StoredEvent, now_ms};
+use crate::store::{DeadLetter, FailedAttempt, Feed, SpoolError, Store, StoredEvent};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -47,28 +48,37 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Starts one worker per sink.
-    pub fn start(
+    /// Starts one worker per sink, each on its own [`Feed`] of `store`.
+    pub async fn start(
         sinks: Vec<Sink>,
-        spool: &Spool,
+        store: &Store,
         metrics: Arc<Metrics>,
     ) -> Result<Delivery, SpoolError> {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         for sink in sinks {
-            let reader = spool.reader()?;
+            let (feed, state) = store.feed(sink.name()).await?;
+            let mut backoff = Backoff::default();
+            if state.failures > 0 {
+                // Keep the persisted schedule across the restart.
+                let wait =
+                    Duration::from_millis((state.next_attempt_at_ms - now_ms()).max(0) as u64);
+                backoff = Backoff {
+                    failures: state.failures,
+                    next_attempt: Some(Instant::now() + wait),
+                };
+            }
             let worker = Worker {
                 progress: metrics.progress(sink.name()),
                 metrics: Arc::clone(&metrics),
                 policy: sink.retry_policy(),
                 name: sink.name().to_owned(),
                 sink,
-                spool: spool.clone(),
-                reader: Arc::new(Mutex::new(reader)),
+                feed,
                 cancel: cancel.clone(),
-                backoff: Backoff::default(),
+                backoff,
             };
-            tasks.spawn(worker.run());
+            tasks.spawn(worker.run(state.attempts));
         }
         Ok(Delivery { tasks, cancel })
     }
@@ -145,58 +155,28 @@ struct Worker {
     progress: Arc<SinkProgress>,
     policy: RetryPolicy,
     sink: Sink,
-    spool: Spool,
-    reader: Arc<Mutex<Reader>>,
+    feed: Feed,
     cancel: CancellationToken,
     backoff: Backoff,
 }
 
 impl Worker {
-    async fn run(mut self) {
+    async fn run(mut self, mut attempts: HashMap<String, u32>) {
         let name = self.name.clone();
-        let mut committed = self.spool.committed();
-        let lookup = name.clone();
-        let start = self
-            .read(move |r| {
-                Ok((
-                    r.cursor(&lookup)?,
-                    r.sink_state(&lookup)?,
-                    r.attempts(&lookup)?,
-                ))
-            })
-            .await;
-        let (mut cursor, mut attempts) = match start {
-            Ok((cursor, (failures, next_at_ms), attempts)) => {
-                if failures > 0 {
-                    // Keep the persisted schedule across the restart.
-                    let wait = Duration::from_millis((next_at_ms - now_ms()).max(0) as u64);
-                    self.backoff = Backoff {
-                        failures,
-                        next_attempt: Some(Instant::now() + wait),
-                    };
-                }
-                (cursor.unwrap_or(0), attempts)
-            }
-            Err(e) => {
-                tracing::error!(sink = %name, error = %e, "cannot read the sink's state; the worker stops");
-                return;
-            }
-        };
-        self.progress.cursor.store(cursor, Ordering::Relaxed);
+        self.progress
+            .cursor
+            .store(self.feed.position(), Ordering::Relaxed);
         // Dead letters kept from before a restart count from the start.
         self.refresh_dead_letter_gauge().await;
-        tracing::debug!(sink = %name, cursor, "delivery worker started");
+        tracing::debug!(sink = %name, position = self.feed.position(), "delivery worker started");
         let mut replays_checked: Option<Instant> = None;
         loop {
             if self.cancel.is_cancelled() {
                 break;
             }
-            committed.borrow_and_update();
             if replays_checked.is_none_or(|t| t.elapsed() >= REPLAY_CHECK_EVERY) {
                 replays_checked = Some(Instant::now());
-                let lookup = name.clone();
-                let replays = self.read(move |r| r.replays(&lookup, BATCH)).await;
-                match replays {
+                match self.feed.replays(BATCH).await {
                     Ok(replays) if !replays.is_empty() => {
                         // More may be waiting: look again on the next turn.
                         replays_checked = None;
@@ -209,10 +189,10 @@ impl Worker {
                     Err(e) => tracing::warn!(sink = %name, error = %e, "cannot read replays"),
                 }
             }
-            let batch = match self.read(move |r| r.events_after(cursor, BATCH)).await {
+            let batch = match self.feed.next(BATCH).await {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::warn!(sink = %name, error = %e, "cannot read the spool; retrying");
+                    tracing::warn!(sink = %name, error = %e, "cannot read the store; retrying");
                     if self.pause(Duration::from_secs(1)).await {
                         break;
                     }
@@ -221,12 +201,10 @@ impl Worker {
             };
             if batch.is_empty() {
                 tokio::select! {
-                    _ = committed.changed() => continue,
-                    _ = tokio::time::sleep(REPLAY_POLL) => continue,
+                    _ = self.feed.wait(REPLAY_POLL) => continue,
                     _ = self.cancel.cancelled() => break,
                 }
             }
-            let last = batch.last().map_or(cursor, |e| e.seq);
             let short = batch.len() < BATCH;
             self.progress
                 .oldest_pending_ms
@@ -235,7 +213,8 @@ impl Worker {
                 break; // cancelled: this batch is offered again after restart
             };
             let dead: Vec<DeadLetter> = batch
-                .into_iter()
+                .iter()
+                .cloned()
                 .zip(finals)
                 .filter_map(|(event, f)| match f {
                     Final::Delivered => None,
@@ -251,36 +230,39 @@ impl Worker {
                     }),
                 })
                 .collect();
-            if !dead.is_empty() {
-                for d in &dead {
-                    tracing::error!(
-                        sink = %name, event_id = %d.event.id, attempts = d.attempts,
-                        status = d.last_status, error = %d.last_error,
-                        "event moved to dead letters"
-                    );
+            for d in &dead {
+                tracing::error!(
+                    sink = %name, event_id = %d.event.id, attempts = d.attempts,
+                    status = d.last_status, error = %d.last_error,
+                    "event moved to dead letters"
+                );
+            }
+            let any_dead = !dead.is_empty();
+            // The feed must not move past an event before its dead letter is stored.
+            while let Err(e) = self.feed.done(&batch, dead.clone()).await {
+                if !any_dead {
+                    // Delivered; failing to record it only means a re-delivery.
+                    tracing::warn!(sink = %name, error = %e, "cannot record delivery progress");
+                    break;
                 }
-                // The cursor must not pass an event before its dead letter is stored.
-                while let Err(e) = self.spool.dead_letter(&name, dead.clone()).await {
-                    tracing::error!(sink = %name, error = %e, "cannot store dead letters; retrying");
-                    if self.pause(Duration::from_secs(1)).await {
-                        return;
-                    }
+                tracing::error!(sink = %name, error = %e, "cannot store dead letters; retrying");
+                if self.pause(Duration::from_secs(1)).await {
+                    return;
                 }
+            }
+            if any_dead {
                 self.refresh_dead_letter_gauge().await;
             }
-            cursor = last;
             attempts.clear();
-            self.progress.cursor.store(cursor, Ordering::Relaxed);
+            self.progress
+                .cursor
+                .store(self.feed.position(), Ordering::Relaxed);
             self.progress.oldest_pending_ms.store(0, Ordering::Relaxed);
-            if let Err(e) = self.spool.advance(&name, cursor).await {
-                // The events were delivered; failing to record it only means a re-delivery.
-                tracing::warn!(sink = %name, cursor, error = %e, "cannot record delivery progress");
-            }
             if short && self.pause(LINGER).await {
                 break;
             }
         }
-        tracing::debug!(sink = %name, cursor, "delivery worker stopped");
+        tracing::debug!(sink = %name, position = self.feed.position(), "delivery worker stopped");
     }
 
     /// Delivers replayed dead letters; returns false if cancelled.
@@ -307,21 +289,15 @@ impl Worker {
             }
         }
         tracing::info!(sink = %self.name, delivered = delivered.len(), dead = dead.len(), "replayed dead letters");
-        if let Err(e) = self.spool.replayed(&self.name, delivered).await {
+        if let Err(e) = self.feed.replayed(delivered, dead).await {
             tracing::warn!(sink = %self.name, error = %e, "cannot record replayed dead letters");
-        }
-        if !dead.is_empty()
-            && let Err(e) = self.spool.dead_letter(&self.name, dead).await
-        {
-            tracing::warn!(sink = %self.name, error = %e, "cannot update dead letters");
         }
         self.refresh_dead_letter_gauge().await;
         true
     }
 
-    async fn refresh_dead_letter_gauge(&self) {
-        let lookup = self.name.clone();
-        if let Ok(n) = self.read(move |r| r.dead_letter_count(&lookup)).await {
+    async fn refresh_dead_letter_gauge(&mut self) {
+        if let Ok(n) = self.feed.dead_letter_count().await {
             self.metrics.set_dead_letters(&self.name, n);
         }
     }
@@ -432,8 +408,8 @@ impl Worker {
                 );
                 let next_at = now_ms() + delay.as_millis() as i64;
                 if let Err(e) = self
-                    .spool
-                    .record_failure(&self.name, self.backoff.failures, next_at, failed)
+                    .feed
+                    .record_failure(self.backoff.failures, next_at, failed)
                     .await
                 {
                     tracing::warn!(sink = %self.name, error = %e, "cannot persist the retry schedule");
@@ -457,21 +433,6 @@ impl Worker {
             _ = tokio::time::sleep(d) => false,
             _ = self.cancel.cancelled() => true,
         }
-    }
-
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Reader) -> Result<T, SpoolError> + Send + 'static,
-    ) -> Result<T, SpoolError> {
-        let reader = Arc::clone(&self.reader);
-        tokio::task::spawn_blocking(move || {
-            let r = reader
-                .lock()
-                .map_err(|_| SpoolError::Read("reader poisoned".into()))?;
-            f(&r)
-        })
-        .await
-        .map_err(|e| SpoolError::Read(e.to_string()))?
     }
 }
 

@@ -84,7 +84,7 @@ fn answer_from_memory(
     dedup_key: &str,
     sig_key: Option<&str>,
 ) -> Result<Option<Json<Ack>>, IngestError> {
-    match state.spool.recent(dedup_key, sig_key) {
+    match state.store.recent(dedup_key, sig_key) {
         spool::Recent::Duplicate { id } => {
             tracing::Span::current().record("event_id", id.as_str());
             state.metrics.duplicate(family);
@@ -161,7 +161,7 @@ async fn store(
     let span = tracing::Span::current();
     span.record("kind", event.get().kind.as_str());
     let kind = event.get().kind.clone();
-    let outcome = state.spool.append(event).await?;
+    let outcome = state.store.append(event).await?;
     match outcome {
         Appended::Stored { id } => {
             span.record("event_id", id.as_str());

@@ -38,5 +38,6 @@ pub mod server;
 pub mod shutdown;
 pub mod sinks;
 pub mod spool;
+pub mod store;
 pub mod telemetry;
 pub mod verify;

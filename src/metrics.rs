@@ -81,6 +81,8 @@ pub struct SinkProgress {
     pub cursor: AtomicI64,
     /// Unix ms at which the oldest pending event was received (0 = none pending).
     pub oldest_pending_ms: AtomicI64,
+    /// Events not yet done, where the store counts them itself.
+    pub pending: AtomicI64,
 }
 
 pub struct Metrics {
@@ -329,11 +331,17 @@ impl Metrics {
 
     /// The text exposition, with the spool gauges refreshed from `committed`
     /// (the highest stored seq) and each sink's published progress.
-    pub fn render(&self, committed: i64, now_ms: i64) -> String {
+    /// The exposition text. `newest` is the store position of the newest
+    /// event when each sink's backlog is that minus the worker's position
+    /// (local store); `None` when the store sets `SinkProgress::pending`
+    /// itself (JetStream's consumer state).
+    pub fn render(&self, newest: Option<i64>, now_ms: i64) -> String {
         for (sink, p) in &self.progress {
             let label = SinkLabel { sink: sink.clone() };
-            let cursor = p.cursor.load(Ordering::Relaxed);
-            let pending = (committed - cursor).max(0);
+            let pending = match newest {
+                Some(newest) => (newest - p.cursor.load(Ordering::Relaxed)).max(0),
+                None => p.pending.load(Ordering::Relaxed),
+            };
             self.spool_pending.get_or_create(&label).set(pending);
             let oldest = p.oldest_pending_ms.load(Ordering::Relaxed);
             let age = if pending > 0 && oldest > 0 {

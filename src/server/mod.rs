@@ -17,6 +17,7 @@ use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use crate::sinks::Sink;
 use crate::spool::{Spool, SpoolOptions};
+use crate::store::Store;
 use anyhow::Context;
 use axum::extract::{ConnectInfo, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -70,7 +71,8 @@ impl Application {
             .await
             .context("spool open task failed")??;
         let metrics = Arc::new(Metrics::new(&config));
-        let delivery = Delivery::start(sinks, &spool, Arc::clone(&metrics))?;
+        let store = Store::Local(spool);
+        let delivery = Delivery::start(sinks, &store, Arc::clone(&metrics)).await?;
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -82,7 +84,7 @@ impl Application {
             ),
             None => None,
         };
-        let state = AppState::new(Arc::clone(&config), spool, metrics);
+        let state = AppState::new(Arc::clone(&config), store, metrics);
         let public = Listener::Public {
             with_operations: admin_listener.is_none(),
         };
@@ -208,7 +210,7 @@ impl Application {
             }
         }
         self.delivery.stop().await;
-        self.state.spool.close().await;
+        self.state.store.close().await;
         tracing::info!("delivery stopped, spool closed; bye");
         Ok(())
     }

@@ -285,8 +285,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let committed = *state.spool.committed().borrow();
-    let body = state.metrics.render(committed, crate::clock::now_ms());
+    let newest = state.store.newest_position();
+    let body = state.metrics.render(newest, crate::clock::now_ms());
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -4,7 +4,7 @@
 use super::limits::BodyBudget;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::spool::Spool;
+use crate::store::Store;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ pub const READINESS_CACHE: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct AppState {
     config: Arc<RwLock<Arc<Config>>>,
-    pub spool: Spool,
+    pub store: Store,
     pub metrics: Arc<Metrics>,
     draining: Arc<AtomicBool>,
     /// Bytes of callback bodies being received (`server.max_inflight_body_bytes`).
@@ -32,12 +32,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, spool: Spool, metrics: Arc<Metrics>) -> AppState {
+    pub fn new(config: Arc<Config>, store: Store, metrics: Arc<Metrics>) -> AppState {
         AppState {
             bodies: BodyBudget::new(config.server.max_inflight_body_bytes),
             work: Arc::new(Semaphore::new(config.server.concurrency_limit)),
             config: Arc::new(RwLock::new(config)),
-            spool,
+            store,
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
             readiness: Arc::default(),
@@ -74,7 +74,7 @@ impl AppState {
         }
     }
 
-    /// Whether the spool takes durable writes, probed at most once per
+    /// Whether the store takes durable writes, probed at most once per
     /// [`READINESS_CACHE`].
     pub async fn spool_ready(&self) -> bool {
         let mut last = self.readiness.lock().await;
@@ -85,7 +85,7 @@ impl AppState {
         }
         // Room for the largest callback we accept: its envelope holds the body twice (raw + event).
         let room = self.config().server.max_body_bytes as u64 * 2 + 64 * 1024;
-        let ready = match tokio::time::timeout(Duration::from_secs(2), self.spool.probe(room)).await
+        let ready = match tokio::time::timeout(Duration::from_secs(2), self.store.ready(room)).await
         {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {

@@ -1,0 +1,174 @@
+//! The store boundary: everything ingest, delivery and the CLI need from
+//! durable storage, and nothing more.
+//!
+//! ```text
+//!  ingest ── recent / append (durable before Ok) ──▶ Store ◀── ready (/readyz)
+//!  delivery ── one Feed per sink: next events, done, failures,
+//!              dead letters, replays ──▶ Feed
+//! ```
+//!
+//! Two implementations sit behind it: [`local`], the embedded SQLite spool
+//! of one replica, and (with `[spool] backend = "nats"`) a JetStream stream
+//! shared by every replica. Delivery never knows which one it talks to: it
+//! asks a [`Feed`] for the next events of its sink, delivers them, and tells
+//! the feed what became of each (delivered, failed for now, dead).
+//!
+//! The promises every implementation keeps:
+//! - [`Store::append`] returns `Stored`/`Duplicate` only once the event is
+//!   durable; any doubt is an error (answered 503: the vendor retries).
+//! - A feed offers every stored event to its sink at least once, in store
+//!   order, until the sink delivered it or it became a dead letter.
+//! - An event leaves the store only after every sink is done with it (and
+//!   retention has passed).
+
+pub mod local;
+
+use crate::spool::{Recent, Spool};
+use crate::verify::Verified;
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub use crate::spool::{Appended, DeadLetter, FailedAttempt, NewEvent, SpoolError, StoredEvent};
+pub use local::LocalFeed;
+
+/// The durable store of this process.
+#[derive(Clone)]
+pub enum Store {
+    /// `[spool] backend = "local"`: SQLite on this replica's disk.
+    Local(Spool),
+}
+
+impl Store {
+    /// Answers a repeat from memory when its original is known to be stored;
+    /// [`Recent::Unknown`] means "append it and let the store decide".
+    pub fn recent(&self, dedup_key: &str, sig_key: Option<&str>) -> Recent {
+        match self {
+            Store::Local(spool) => spool.recent(dedup_key, sig_key),
+        }
+    }
+
+    /// Stores a verified event; returns once it is durable (or refused).
+    pub async fn append(&self, event: Verified<NewEvent>) -> Result<Appended, SpoolError> {
+        match self {
+            Store::Local(spool) => spool.append(event).await,
+        }
+    }
+
+    /// Whether the store takes durable writes of an event of `room_bytes`.
+    pub async fn ready(&self, room_bytes: u64) -> Result<(), SpoolError> {
+        match self {
+            Store::Local(spool) => spool.probe(room_bytes).await,
+        }
+    }
+
+    /// The delivery feed of `sink`, with the sink's persisted retry state.
+    pub async fn feed(&self, sink: &str) -> Result<(Feed, SinkState), SpoolError> {
+        match self {
+            Store::Local(spool) => {
+                let (feed, state) = LocalFeed::open(spool, sink).await?;
+                Ok((Feed::Local(feed), state))
+            }
+        }
+    }
+
+    /// The position of the newest stored event, from which (minus each
+    /// worker's position) the pending gauges are computed; `None` where the
+    /// store keeps the backlog per sink itself and the gauges are set from it.
+    pub fn newest_position(&self) -> Option<i64> {
+        match self {
+            Store::Local(spool) => Some(*spool.committed().borrow()),
+        }
+    }
+
+    /// Flushes and closes; appends after this fail.
+    pub async fn close(&self) {
+        match self {
+            Store::Local(spool) => spool.close().await,
+        }
+    }
+}
+
+/// A sink's retry state as last persisted: kept across restarts so a
+/// failing sink keeps its schedule and an event keeps its attempt count.
+#[derive(Debug, Clone, Default)]
+pub struct SinkState {
+    /// Consecutive failed rounds (0 = healthy).
+    pub failures: u32,
+    /// When the sink is due again, Unix ms (0 = now).
+    pub next_attempt_at_ms: i64,
+    /// Attempts so far of events that failed, by event id.
+    pub attempts: HashMap<String, u32>,
+}
+
+/// Where a sink's worker gets its events and reports what became of them.
+pub enum Feed {
+    Local(LocalFeed),
+}
+
+/// Calls the same method on whichever feed this is.
+macro_rules! feed {
+    ($self:ident, $feed:ident => $call:expr) => {
+        match $self {
+            Feed::Local($feed) => $call,
+        }
+    };
+}
+
+impl Feed {
+    /// The next events after those already handed out, at most `max`;
+    /// empty when there are none right now.
+    pub async fn next(&mut self, max: usize) -> Result<Vec<StoredEvent>, SpoolError> {
+        feed!(self, f => f.next(max).await)
+    }
+
+    /// Waits until more events may be there, at most `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) {
+        feed!(self, f => f.wait(timeout).await)
+    }
+
+    /// Records that `batch` (the last events [`Feed::next`] gave) is finished:
+    /// `dead` are stored as dead letters first, then the rest counts as
+    /// delivered. Until this returns Ok, the batch may be offered again.
+    pub async fn done(
+        &mut self,
+        batch: &[StoredEvent],
+        dead: Vec<DeadLetter>,
+    ) -> Result<(), SpoolError> {
+        feed!(self, f => f.done(batch, dead).await)
+    }
+
+    /// Persists the sink's backoff and the attempts of events that failed.
+    pub async fn record_failure(
+        &mut self,
+        failures: u32,
+        next_attempt_at_ms: i64,
+        failed: Vec<FailedAttempt>,
+    ) -> Result<(), SpoolError> {
+        feed!(self, f => f.record_failure(failures, next_attempt_at_ms, failed).await)
+    }
+
+    /// Dead letters an operator asked to replay, at most `max`.
+    pub async fn replays(&mut self, max: usize) -> Result<Vec<StoredEvent>, SpoolError> {
+        feed!(self, f => f.replays(max).await)
+    }
+
+    /// Settles replayed dead letters: `delivered` leave the dead letters,
+    /// `dead` stay there with their new attempt counts.
+    pub async fn replayed(
+        &mut self,
+        delivered: Vec<String>,
+        dead: Vec<DeadLetter>,
+    ) -> Result<(), SpoolError> {
+        feed!(self, f => f.replayed(delivered, dead).await)
+    }
+
+    /// How many dead letters the sink holds.
+    pub async fn dead_letter_count(&mut self) -> Result<i64, SpoolError> {
+        feed!(self, f => f.dead_letter_count().await)
+    }
+
+    /// The position the sink is done up to (store order), for progress metrics.
+    pub fn position(&self) -> i64 {
+        feed!(self, f => f.position())
+    }
+}
