@@ -1,6 +1,8 @@
-//! Acknowledged means stored: restarts, crashes and failing sinks lose nothing.
+//! Acknowledged means stored: restarts, crashes and failing sinks lose
+//! nothing; what a restart or a clean stop leaves behind; a full spool.
 
 use crate::helpers::*;
+use crate::receiver::{Mode, TestReceiver};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
@@ -11,12 +13,7 @@ const ROUTE: &str = "/callbacks/zego/stream";
 async fn acknowledged_events_survive_a_kill_9_and_reach_the_file_sink_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
-    let config = dir.path().join("hookrelay.toml");
-    std::fs::write(
-        &config,
-        base_config(dir.path(), "[log]\nformat = \"json\"\n"),
-    )
-    .unwrap();
+    let config = json_log_config(dir.path(), "");
     // The sink cannot write yet (its path is a directory), so acknowledged
     // events exist only in the spool when the process dies.
     std::fs::create_dir(&events).unwrap();
@@ -128,12 +125,7 @@ async fn a_spool_that_cannot_store_answers_503_so_the_vendor_retries() {
 async fn sigkill_under_concurrent_load_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
-    let config = dir.path().join("hookrelay.toml");
-    std::fs::write(
-        &config,
-        base_config(dir.path(), "[log]\nformat = \"json\"\n"),
-    )
-    .unwrap();
+    let config = json_log_config(dir.path(), "");
     let bin = Binary::start(&config);
     let url = bin.url(ROUTE);
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -235,4 +227,78 @@ async fn a_corrupt_spool_stops_start_up_with_a_clear_message_and_is_left_alone()
     assert!(stderr.contains("spool.sqlite3"), "{stderr}");
     assert!(stderr.contains("not a database"), "{stderr}");
     assert_eq!(std::fs::read(&file).unwrap(), garbage, "never replaced");
+}
+
+#[tokio::test]
+async fn the_dead_letter_gauge_counts_letters_kept_from_before_a_restart() {
+    let receiver = TestReceiver::start(Mode::Status(410)).await;
+    let sink = http_sink(Some("gone"), &receiver.url(), 1000, "");
+    let app = spawn_app_with(&sink).await;
+    assert_eq!(
+        app.post_zego(STREAM, &stream_create("kept")).await.status(),
+        200
+    );
+    let config = app.dir.path().join("hookrelay.toml");
+    wait_for_dead_letters(&config, "gone", 1).await;
+    let dir = app.stop().await;
+
+    let text = base_config(dir.path(), &sink);
+    let app = spawn_app_in(dir, &text).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = metrics_text(&app).await;
+    assert_eq!(
+        series(&metrics, "hookrelay_dead_letters{sink=\"gone\"}"),
+        Some(1.0),
+        "the dead letter is still in the spool, so the gauge must say so"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_clean_stop_leaves_the_spool_checkpointed() {
+    let app = spawn_app().await;
+    for i in 0..5 {
+        assert_eq!(
+            app.post_zego(STREAM, &stream_create(&format!("ckpt-{i}")))
+                .await
+                .status(),
+            200
+        );
+    }
+    app.wait_for_events(5).await;
+    let dir = app.stop().await;
+    let wal = dir.path().join("spool").join("spool.sqlite3-wal");
+    let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(
+        wal_len, 0,
+        "the WAL is checkpointed into the database at close"
+    );
+    assert!(dir.path().join("spool").join("spool.sqlite3").exists());
+}
+
+#[tokio::test]
+async fn readyz_is_503_while_the_spool_refuses_callbacks() {
+    let app = spawn_app_env(&[
+        ("HOOKRELAY_SPOOL__MAX_SIZE_MB", "1"),
+        ("HOOKRELAY_SERVER__MAX_BODY_BYTES", "1048576"),
+    ])
+    .await;
+    let mut full = false;
+    for i in 0..200 {
+        let mut payload = stream_create(&format!("fill-{i}"));
+        payload["extra_info"] = json!("x".repeat(200_000));
+        if app.post_zego(STREAM, &payload).await.status() == 503 {
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "the spool never filled up");
+    let resp = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let (status, body) = json_body(resp).await;
+    assert_eq!(
+        (status, body["reason"].clone()),
+        (503, json!("spool_unavailable")),
+        "{body}"
+    );
+    app.stop().await;
 }

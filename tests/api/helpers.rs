@@ -1,16 +1,20 @@
 //! The test harness: a real hookrelay on 127.0.0.1:0 with a fresh spool, and
 //! helpers that sign callbacks the way the vendors do.
 
+mod binary;
+
+pub use binary::*;
 use hookrelay::config::Config;
 use hookrelay::server::Application;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -18,6 +22,24 @@ pub const ZEGO_APP: &str = "1234567890";
 pub const ZEGO_SECRET: &str = "zego-test-secret";
 pub const NETEASE_APP: &str = "ne-app-key";
 pub const NETEASE_SECRET: &str = "netease-test-secret";
+
+pub const STREAM: &str = "/callbacks/zego/stream";
+pub const CLOUD_PLAYER: &str = "/callbacks/zego/cloud-player";
+pub const COMPOSE: &str = "/callbacks/zego/compose";
+pub const CLOUD_PLAY: &str = "/callbacks/netease/cloud-play";
+
+/// A second ZEGO app, so that "the only app" fallback cannot hide a misread app id.
+pub const ZEGO_APP_2: &str = "222";
+pub const ZEGO_SECRET_2: &str = "second-zego-secret";
+pub const SECOND_ZEGO_APP: &str =
+    "[[apps]]\nprovider = \"zego\"\napp_id = 222\nsecret = \"second-zego-secret\"\n";
+
+pub const NETEASE_APP_2: &str = "ne-second";
+pub const NETEASE_SECRET_2: &str = "second-netease-secret";
+pub const SECOND_NETEASE_APP: &str = "[[apps]]\nprovider = \"netease\"\napp_id = \"ne-second\"\nsecret = \"second-netease-secret\"\n";
+
+/// The Standard Webhooks secret of every HTTP sink in the tests.
+pub const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// Test logs are silent unless TEST_LOG is set.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
@@ -59,6 +81,27 @@ path = "{events}"
         spool = dir.join("spool").display(),
         events = dir.join("events.jsonl").display(),
     )
+}
+
+/// An `[[sinks]]` entry for an HTTP sink signing with [`WHSEC`]; `extra` is appended.
+pub fn http_sink(name: Option<&str>, url: &str, timeout_ms: u64, extra: &str) -> String {
+    let name = name
+        .map(|n| format!("name = \"{n}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "[[sinks]]\nkind = \"http\"\n{name}url = \"{url}\"\nsecret = \"{WHSEC}\"\ntimeout_ms = {timeout_ms}\n{extra}\n"
+    )
+}
+
+/// Writes `dir/hookrelay.toml`: [`base_config`] with JSON logs, plus `extra`.
+pub fn json_log_config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("hookrelay.toml");
+    std::fs::write(
+        &path,
+        base_config(dir, &format!("[log]\nformat = \"json\"\n{extra}")),
+    )
+    .unwrap();
+    path
 }
 
 pub struct TestApp {
@@ -128,9 +171,19 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.post_as(path, "application/json", body).await
+    }
+
+    /// A POST whose Content-Type is `ctype`.
+    pub async fn post_as(
+        &self,
+        path: &str,
+        ctype: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
         self.client
             .post(self.url(path))
-            .header("content-type", "application/json")
+            .header("content-type", ctype)
             .body(body)
             .send()
             .await
@@ -145,7 +198,7 @@ impl TestApp {
     pub async fn post_netease(&self, body: &str, headers: &[(&str, String)]) -> reqwest::Response {
         let mut req = self
             .client
-            .post(self.url("/callbacks/netease/cloud-play"))
+            .post(self.url(CLOUD_PLAY))
             .header("content-type", "application/json")
             .body(body.to_owned());
         for (k, v) in headers {
@@ -255,17 +308,63 @@ pub fn stream_create(stream_id: &str) -> Value {
     )
 }
 
+/// Removes the ZEGO signing fields (either casing) so a payload can be re-signed.
+pub fn unsigned(mut payload: Value) -> Value {
+    let m = payload.as_object_mut().unwrap();
+    for k in [
+        "timestamp",
+        "nonce",
+        "signature",
+        "Timestamp",
+        "Nonce",
+        "Signature",
+    ] {
+        m.remove(k);
+    }
+    payload
+}
+
 /// NetEase signing headers for `body`, signed now with `secret`.
 pub fn netease_headers(body: &str, secret: &str) -> Vec<(&'static str, String)> {
+    netease_signed(body, secret, Some(NETEASE_APP), &now_ms().to_string())
+}
+
+/// NetEase signing headers with an explicit AppKey (or none, then it is
+/// left out) and CurTime.
+pub fn netease_signed(
+    body: &str,
+    secret: &str,
+    app_key: Option<&str>,
+    cur_time: &str,
+) -> Vec<(&'static str, String)> {
     let md5 = hookrelay::verify::netease::body_md5(body.as_bytes());
-    let cur = now_ms().to_string();
-    let checksum = hookrelay::verify::netease::checksum(secret, &md5, &cur);
-    vec![
-        ("AppKey", NETEASE_APP.to_owned()),
-        ("CurTime", cur),
-        ("MD5", md5),
-        ("CheckSum", checksum),
-    ]
+    let checksum = hookrelay::verify::netease::checksum(secret, &md5, cur_time);
+    let app_key = app_key.map(|key| ("AppKey", key.to_owned()));
+    app_key
+        .into_iter()
+        .chain([
+            ("CurTime", cur_time.to_owned()),
+            ("MD5", md5),
+            ("CheckSum", checksum),
+        ])
+        .collect()
+}
+
+/// A NetEase cloud-play callback body of `event_type` for `task`, timed now.
+pub fn cloud_play(event_type: u32, task: &str) -> String {
+    json!({
+        "data": {
+            "streamUrl": "rtmp://example/live",
+            "playTs": 10,
+            "idleTimeout": 30,
+            "channelId": 1144880576163552u64,
+            "taskId": task,
+            "code": 200,
+            "timestamp": now_ms(),
+        },
+        "eventType": event_type
+    })
+    .to_string()
 }
 
 pub async fn json_body(resp: reqwest::Response) -> (u16, Value) {
@@ -274,115 +373,131 @@ pub async fn json_body(resp: reqwest::Response) -> (u16, Value) {
     (status, body)
 }
 
-/// The real binary, started on `config`; returns once it is listening.
-pub struct Binary {
-    child: Child,
-    pub addr: SocketAddr,
-    /// Every line the binary wrote to stderr so far.
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+/// The keys of every envelope, sorted.
+pub const ENVELOPE_KEYS: [&str; 10] = [
+    "app_id",
+    "dedup_key",
+    "event",
+    "event_time_ms",
+    "family",
+    "id",
+    "kind",
+    "provider",
+    "raw",
+    "received_at",
+];
+
+/// The keys of a JSON object, sorted.
+pub fn sorted_keys(object: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = object
+        .as_object()
+        .expect("a JSON object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    keys
 }
 
-impl Binary {
-    pub fn start(config: &Path) -> Binary {
-        Binary::start_with_env(config, &[])
-    }
+pub fn content_type(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
 
-    /// Starts with extra environment variables (config overrides).
-    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Binary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
-            .env_remove("HOOKRELAY_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("binary starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log = std::sync::Arc::<std::sync::Mutex<Vec<String>>>::default();
-        let lines = std::sync::Arc::clone(&log);
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line.clone());
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["message"] == "hookrelay listening"
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+/// GET `url` (a /metrics endpoint), expecting 200; the text exposition.
+pub async fn metrics_at(client: &reqwest::Client, url: &str) -> String {
+    let resp = client.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap()
+}
+
+/// The app's /metrics text.
+pub async fn metrics_text(app: &TestApp) -> String {
+    metrics_at(&app.client, &app.url("/metrics")).await
+}
+
+/// Parses the text exposition into `name{labels}` -> value.
+pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of one exact series (`name{labels}`), if exported.
+pub fn series(text: &str, name: &str) -> Option<f64> {
+    parse_metrics(text).get(name).copied()
+}
+
+/// Opens a connection that POSTs to `path` declaring a body of `declared`
+/// bytes (with `request_id` as X-Request-Id, if given) and sends `sent` of
+/// them, then holds it; returns the stream.
+pub async fn stalled_body(
+    addr: SocketAddr,
+    path: &str,
+    declared: usize,
+    sent: usize,
+    request_id: Option<&str>,
+) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request_id = request_id
+        .map(|id| format!("X-Request-Id: {id}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n{request_id}\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut body = vec![b' '; sent];
+    if let Some(first) = body.first_mut() {
+        *first = b'{';
+    }
+    stream.write_all(&body).await.unwrap();
+    stream
+}
+
+/// Reads one whole response (headers and a Content-Length body, or until
+/// the server closes) from `stream`; `None` if it takes longer than `within`.
+pub async fn read_response(stream: &mut TcpStream, within: Duration) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    tokio::time::timeout(within, async {
+        loop {
+            let n = stream.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    break;
                 }
             }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("binary logs its address")
-            .parse()
-            .expect("a socket address");
-        Binary { child, addr, log }
-    }
-
-    /// The stderr lines written so far.
-    pub fn log_lines(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// A line of /proc/<pid>/status in kB (VmRSS, VmHWM).
-    pub fn status_kb(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("the process is alive");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"))
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends a signal by name (TERM, HUP, ...).
-    pub fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill runs")
-            .success();
-        assert!(ok, "kill -{name} failed");
-    }
-
-    /// Waits for the process to exit by itself (panics after `within`).
-    pub fn wait_exit(mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the process did not exit"
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    /// SIGKILL: no shutdown code runs.
-    pub fn kill9(mut self) {
-        self.child.kill().expect("kill");
-        self.child.wait().expect("wait");
-    }
+    })
+    .await
+    .ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Sends the head of a request and only part of its body, then waits for the answer.
+pub async fn send_partial_body(addr: SocketAddr, path: &str, request_id: &str) -> String {
+    let mut stream = stalled_body(addr, path, 100, 5, Some(request_id)).await;
+    let response = read_response(&mut stream, Duration::from_secs(10)).await;
+    assert!(
+        response.is_some(),
+        "no answer to a request whose body never came"
+    );
+    response.unwrap_or_default()
 }

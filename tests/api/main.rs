@@ -2,14 +2,19 @@
 mod helpers;
 mod receiver;
 
-mod contract;
+mod config;
+mod decoding;
 mod durability;
 mod http_sink;
 mod http_surface;
+mod limits;
+mod logs;
+mod metrics;
 mod netease_cloud_play;
 mod operations;
 mod secrets;
 mod security;
 mod zego_cloud_player;
 mod zego_compose;
+mod zego_signing;
 mod zego_stream;

@@ -1,117 +1,13 @@
-//! Running hookrelay: metrics, health, drain on SIGTERM, SIGHUP secret
-//! rotation, env overrides, check-config, healthcheck, allowed source IPs.
+//! Running hookrelay: health, drain on SIGTERM, SIGHUP secret
+//! rotation, env overrides, check-config, healthcheck, allowed source IPs,
+//! `send` and `events show`.
 
 use crate::helpers::*;
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const ROUTE: &str = "/callbacks/zego/stream";
-
-/// Parses the text exposition into `name{labels}` -> value.
-fn parse_metrics(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-async fn scrape(app: &TestApp) -> HashMap<String, f64> {
-    let resp = app.client.get(app.url("/metrics")).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    parse_metrics(&resp.text().await.unwrap())
-}
-
-#[tokio::test]
-async fn every_listed_metric_is_exported_from_start_up() {
-    let app = spawn_app().await;
-    let resp = app.client.get(app.url("/metrics")).send().await.unwrap();
-    let text = resp.text().await.unwrap();
-    for name in [
-        "hookrelay_requests_total{family=\"stream\",status=\"200\"}",
-        "hookrelay_events_total{provider=\"zego\",family=\"stream\",kind=\"stream_create\"}",
-        "hookrelay_rejections_total{family=\"cloud_play\",reason=\"bad_signature\"}",
-        "hookrelay_duplicates_total{family=\"compose\"}",
-        "hookrelay_ack_seconds_count",
-        "hookrelay_spool_pending{sink=\"file\"}",
-        "hookrelay_spool_oldest_pending_seconds{sink=\"file\"}",
-        "hookrelay_deliveries_total{sink=\"file\",outcome=\"delivered\"}",
-        "hookrelay_delivery_seconds_count{sink=\"file\"}",
-        "hookrelay_dead_letters{sink=\"file\"}",
-        "hookrelay_build_info{version=\"",
-        "hookrelay_secret_matches_total{provider=\"zego\",app_id=\"1234567890\",position=\"0\"}",
-    ] {
-        assert!(text.contains(name), "missing {name} in\n{text}");
-    }
-    app.stop().await;
-}
-
-#[tokio::test]
-async fn metrics_count_known_traffic() {
-    let app = spawn_app().await;
-    let first = stream_create("m1");
-    app.post_zego(ROUTE, &first).await;
-    app.post_zego(ROUTE, &stream_create("m2")).await;
-    app.post_zego(ROUTE, &first).await; // duplicate
-    let forged = sign_lower(
-        json!({"event": "stream_create", "appid": ZEGO_APP}),
-        "wrong",
-        now_secs(),
-    );
-    assert_eq!(app.post_zego(ROUTE, &forged).await.status(), 401);
-    app.wait_for_events(2).await;
-    // Delivery progress is published right after the sink's write.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let m = loop {
-        let m = scrape(&app).await;
-        if m["hookrelay_spool_pending{sink=\"file\"}"] == 0.0 || Instant::now() > deadline {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no series {k}"));
-    assert_eq!(
-        get("hookrelay_requests_total{family=\"stream\",status=\"200\"}"),
-        3.0
-    );
-    assert_eq!(
-        get("hookrelay_requests_total{family=\"stream\",status=\"401\"}"),
-        1.0
-    );
-    assert_eq!(
-        get("hookrelay_events_total{provider=\"zego\",family=\"stream\",kind=\"stream_create\"}"),
-        2.0,
-        "repeats are not events"
-    );
-    assert_eq!(get("hookrelay_duplicates_total{family=\"stream\"}"), 1.0);
-    assert_eq!(
-        get("hookrelay_rejections_total{family=\"stream\",reason=\"bad_signature\"}"),
-        1.0
-    );
-    assert_eq!(get("hookrelay_ack_seconds_count"), 3.0);
-    assert_eq!(get("hookrelay_spool_pending{sink=\"file\"}"), 0.0);
-    assert_eq!(
-        get("hookrelay_spool_oldest_pending_seconds{sink=\"file\"}"),
-        0.0
-    );
-    assert_eq!(
-        get("hookrelay_deliveries_total{sink=\"file\",outcome=\"delivered\"}"),
-        2.0
-    );
-    assert_eq!(get("hookrelay_delivery_seconds_count{sink=\"file\"}"), 2.0);
-    assert_eq!(get("hookrelay_dead_letters{sink=\"file\"}"), 0.0);
-    assert_eq!(
-        get(
-            "hookrelay_secret_matches_total{provider=\"zego\",app_id=\"1234567890\",position=\"0\"}"
-        ),
-        3.0
-    );
-    app.stop().await;
-}
 
 #[tokio::test]
 async fn readyz_answers_200_while_the_spool_takes_writes() {
@@ -124,12 +20,7 @@ async fn readyz_answers_200_while_the_spool_takes_writes() {
 #[tokio::test]
 async fn sigterm_drains_readiness_first_then_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hookrelay.toml");
-    std::fs::write(
-        &config,
-        base_config(dir.path(), "[log]\nformat = \"json\"\n"),
-    )
-    .unwrap();
+    let config = json_log_config(dir.path(), "");
     let bin = Binary::start_with_env(&config, &[("HOOKRELAY_SERVER__DRAIN_DELAY_SECS", "2")]);
     let client = reqwest::Client::new();
     let ready = client.get(bin.url("/readyz")).send().await.unwrap();
@@ -173,12 +64,7 @@ async fn sigterm_drains_readiness_first_then_stops_cleanly() {
 async fn sigterm_under_load_never_acknowledges_a_lost_event() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
-    let config = dir.path().join("hookrelay.toml");
-    std::fs::write(
-        &config,
-        base_config(dir.path(), "[log]\nformat = \"json\"\n"),
-    )
-    .unwrap();
+    let config = json_log_config(dir.path(), "");
     let bin = Binary::start(&config);
     let url = bin.url(ROUTE);
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -302,15 +188,7 @@ async fn sighup_rotates_secrets_without_rejecting_either_and_refuses_a_broken_co
         "the old secret still works during rotation"
     );
 
-    let metrics = client
-        .get(bin.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let m = parse_metrics(&metrics);
+    let m = parse_metrics(&bin.metrics_text().await);
     let key = |pos: u32| {
         format!(
             "hookrelay_secret_matches_total{{provider=\"zego\",app_id=\"{ZEGO_APP}\",position=\"{pos}\"}}"
@@ -345,12 +223,7 @@ async fn sighup_rotates_secrets_without_rejecting_either_and_refuses_a_broken_co
 #[tokio::test]
 async fn an_environment_variable_wins_over_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hookrelay.toml");
-    std::fs::write(
-        &config,
-        base_config(dir.path(), "[log]\nformat = \"json\"\n"),
-    )
-    .unwrap();
+    let config = json_log_config(dir.path(), "");
     let bin = Binary::start_with_env(&config, &[("HOOKRELAY_APPS__0__SECRET", "secret-from-env")]);
     let client = reqwest::Client::new();
     let by_env = sign_lower(
@@ -571,5 +444,37 @@ async fn send_delivers_correctly_signed_callbacks_of_every_family() {
             "{ack}"
         );
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn events_show_prints_the_envelope_and_where_each_sink_stands() {
+    let app = spawn_app().await;
+    let (_, ack) = json_body(app.post_zego(STREAM, &stream_create("shown")).await).await;
+    let id = ack["id"].as_str().unwrap().to_owned();
+    app.wait_for_events(1).await;
+    let config = app.dir.path().join("hookrelay.toml");
+    let out = cli(&["events", "show", &id], &config);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("stdout is the envelope as JSON");
+    assert_eq!(sorted_keys(&shown), ENVELOPE_KEYS);
+    assert_eq!(shown["id"], id.as_str());
+    assert_eq!(
+        shown,
+        app.wait_for_events(1).await[0],
+        "the same envelope the sink got"
+    );
+    // The sink's progress is recorded just after its write: poll for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = cli(&["events", "show", &id], &config);
+        if stderr(&out).contains("sink file: delivered") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", stderr(&out));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = cli(&["events", "show"], &config);
+    assert_eq!(out.status.code(), Some(2), "the id is required");
     app.stop().await;
 }

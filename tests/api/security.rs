@@ -6,14 +6,11 @@
 use crate::helpers::*;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-const STREAM: &str = "/callbacks/zego/stream";
 
 // ---------------------------------------------------------------------------
 // 1. The replay guard
@@ -109,54 +106,6 @@ async fn the_envelope_carries_no_signature_in_raw_or_event() {
 // ---------------------------------------------------------------------------
 // 2. Slow requests
 
-/// Opens a connection that declares a body of `declared` bytes and sends
-/// `sent` of them, then holds it; returns the stream.
-async fn stalled_body(addr: SocketAddr, declared: usize, sent: usize) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let head = format!(
-        "POST {STREAM} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut body = vec![b' '; sent];
-    if let Some(first) = body.first_mut() {
-        *first = b'{';
-    }
-    stream.write_all(&body).await.unwrap();
-    stream
-}
-
-/// Reads one response's status line from `stream` within `within`.
-async fn status_line(stream: &mut TcpStream, within: Duration) -> Option<String> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    tokio::time::timeout(within, async {
-        loop {
-            let n = stream.read(&mut chunk).await.unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if buf.windows(2).any(|w| w == b"\r\n") {
-                break;
-            }
-        }
-    })
-    .await
-    .ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    text.lines().next().map(str::to_owned)
-}
-
-fn json_log_config(dir: &Path, extra: &str) -> std::path::PathBuf {
-    let path = dir.join("hookrelay.toml");
-    std::fs::write(
-        &path,
-        base_config(dir, &format!("[log]\nformat = \"json\"\n{extra}")),
-    )
-    .unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_trickling_bodies_starve_neither_signed_callbacks_nor_healthz() {
     let dir = tempfile::tempdir().unwrap();
@@ -238,11 +187,11 @@ async fn two_thousand_trickling_bodies_starve_neither_signed_callbacks_nor_healt
 async fn a_body_that_does_not_arrive_within_body_timeout_secs_is_answered_408() {
     let app = spawn_app_env(&[("HOOKRELAY_SERVER__BODY_TIMEOUT_SECS", "1")]).await;
     let started = Instant::now();
-    let mut stream = stalled_body(app.addr, 1000, 10).await;
-    let line = status_line(&mut stream, Duration::from_secs(5))
+    let mut stream = stalled_body(app.addr, STREAM, 1000, 10, None).await;
+    let response = read_response(&mut stream, Duration::from_secs(5))
         .await
         .expect("an answer");
-    assert!(line.starts_with("HTTP/1.1 408"), "{line}");
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(4),
@@ -260,8 +209,8 @@ async fn probes_are_never_shed_while_callbacks_are_over_the_body_budget() {
     ])
     .await;
     // Two stalled bodies of 4,096 declared bytes use the whole budget.
-    let _a = stalled_body(app.addr, 4096, 100).await;
-    let _b = stalled_body(app.addr, 4096, 100).await;
+    let _a = stalled_body(app.addr, STREAM, 4096, 100, None).await;
+    let _b = stalled_body(app.addr, STREAM, 4096, 100, None).await;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(5);
     // A third callback is shed at once.
@@ -294,7 +243,7 @@ async fn three_hundred_stalled_bodies_of_the_largest_size_cost_less_than_64_mib(
     let idle = bin.status_kb("VmRSS");
     let mut held = Vec::new();
     for _ in 0..300 {
-        held.push(stalled_body(bin.addr, limit, limit - 1).await);
+        held.push(stalled_body(bin.addr, STREAM, limit, limit - 1, None).await);
     }
     // Wait until the server has read what was sent (RSS stops growing).
     let mut last = 0;
@@ -378,15 +327,7 @@ async fn an_unknown_kind_keeps_its_text_in_the_envelope_but_not_in_metric_labels
     let events = app.wait_for_events(1).await;
     assert_eq!(events[0]["kind"], made_up.as_str());
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&app).await;
     assert!(!metrics.contains(&made_up), "the kind became a label");
     assert!(
         metrics.contains(
@@ -410,15 +351,7 @@ async fn an_unknown_kind_keeps_its_text_in_the_envelope_but_not_in_metric_labels
 #[tokio::test]
 async fn every_documented_stream_kind_has_its_series_from_start_up() {
     let app = spawn_app().await;
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&app).await;
     for kind in [
         "stream_create",
         "room_login",
@@ -482,7 +415,7 @@ async fn a_shed_request_is_logged_once_at_warn_and_never_as_an_error() {
             ("HOOKRELAY_SERVER__MAX_INFLIGHT_BODY_BYTES", "4096"),
         ],
     );
-    let _held = stalled_body(bin.addr, 4096, 10).await;
+    let _held = stalled_body(bin.addr, STREAM, 4096, 10, None).await;
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
