@@ -10,7 +10,7 @@
 //! next time (commit that file with the fix).
 
 #[path = "api/helpers.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod helpers;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};

@@ -1,6 +1,8 @@
 //! The test harness: a real hookrelay on 127.0.0.1:0 with a fresh spool, and
 //! helpers that sign callbacks the way the vendors do.
 
+// An explicit path: this file is also included by other test binaries via #[path].
+#[path = "helpers/binary.rs"]
 mod binary;
 
 pub use binary::*;
