@@ -10,6 +10,7 @@
 
 use crate::providers::Provider;
 use crate::secret::SecretString;
+pub use crate::store::nats::NatsStoreConfig;
 use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -34,6 +35,9 @@ pub struct Config {
     pub log: LogConfig,
     pub spool: SpoolConfig,
     pub admin: AdminConfig,
+    /// `[nats]`: the shared store, with `[spool] backend = "nats"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsStoreConfig>,
     pub apps: Vec<App>,
     pub sinks: Vec<SinkConfig>,
 }
@@ -46,6 +50,8 @@ struct RawConfig {
     spool: SpoolConfig,
     #[serde(default)]
     admin: AdminConfig,
+    #[serde(default)]
+    nats: Option<NatsStoreConfig>,
     #[serde(default)]
     apps: Vec<RawApp>,
     #[serde(default)]
@@ -207,6 +213,11 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
+    /// Where acknowledged events are stored: `local` (the embedded SQLite
+    /// spool, the default) or `nats` (a JetStream stream shared by every
+    /// replica, configured in `[nats]`).
+    #[serde(default)]
+    pub backend: Backend,
     /// Directory holding `spool.sqlite3`. Default `data/spool`.
     pub dir: PathBuf,
     /// How long a dedup key (and a ZEGO signature) is remembered, in hours. Default 24.
@@ -216,6 +227,15 @@ pub struct SpoolConfig {
     /// Largest spool file in MiB; when full, callbacks get 503 instead of the
     /// disk filling up. 0 = no limit (the default).
     pub max_size_mb: u64,
+}
+
+/// `spool.backend`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Local,
+    Nats,
 }
 
 /// `[admin]`: a second listener for the operator's endpoints.
@@ -461,6 +481,13 @@ impl RawConfig {
         if self.spool.dedup_window_hours == 0 {
             bail!("invalid config at `spool.dedup_window_hours`: must be at least 1");
         }
+        match (&self.spool.backend, &self.nats) {
+            (Backend::Nats, None) => bail!(
+                "invalid config at `spool.backend`: \"nats\" needs a [nats] section with servers"
+            ),
+            (Backend::Nats, Some(nats)) => nats.validate(self.spool.retention())?,
+            (Backend::Local, _) => {}
+        }
         let mut apps = Vec::with_capacity(self.apps.len());
         let mut seen = HashSet::new();
         for (i, raw) in self.apps.into_iter().enumerate() {
@@ -498,6 +525,7 @@ impl RawConfig {
             log: self.log,
             spool: self.spool,
             admin: self.admin,
+            nats: self.nats,
             apps,
             sinks,
         })

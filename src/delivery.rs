@@ -57,7 +57,8 @@ impl Delivery {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         for sink in sinks {
-            let (feed, state) = store.feed(sink.name()).await?;
+            let progress = metrics.progress(sink.name());
+            let (feed, state) = store.feed(sink.name(), Arc::clone(&progress)).await?;
             let mut backoff = Backoff::default();
             if state.failures > 0 {
                 // Keep the persisted schedule across the restart.
@@ -69,7 +70,7 @@ impl Delivery {
                 };
             }
             let worker = Worker {
-                progress: metrics.progress(sink.name()),
+                progress,
                 metrics: Arc::clone(&metrics),
                 policy: sink.retry_policy(),
                 name: sink.name().to_owned(),

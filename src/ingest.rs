@@ -143,6 +143,7 @@ fn build_event(
     let envelope = serde_json::to_string(&envelope).unwrap_or_default();
     NewEvent {
         id,
+        provider: family.provider().as_str(),
         received_at_ms,
         dedup_key,
         sig_key: replay_key,

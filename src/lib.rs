@@ -31,6 +31,7 @@ pub mod error;
 pub mod event;
 pub mod ingest;
 pub mod metrics;
+pub mod nats;
 pub mod providers;
 pub mod secret;
 pub mod send;

@@ -24,6 +24,7 @@ fn verified(event: NewEvent) -> Verified<NewEvent> {
 fn event(n: u64, size: usize) -> NewEvent {
     let id = uuid::Uuid::now_v7().to_string();
     NewEvent {
+        provider: "zego",
         envelope: format!("{{\"id\":\"{id}\",\"pad\":\"{}\"}}", "x".repeat(size)),
         id,
         received_at_ms: now_ms(),
@@ -38,6 +39,7 @@ fn event(n: u64, size: usize) -> NewEvent {
 /// `event(n)` as ZEGO would send it, under signature key `sig`.
 fn signed_event(n: u64, sig: u64) -> NewEvent {
     NewEvent {
+        provider: "zego",
         sig_key: Some(format!("{sig:032x}")),
         ..event(n, 10)
     }

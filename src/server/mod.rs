@@ -12,12 +12,13 @@ pub mod state;
 pub use routes::{AppService, Listener, router, service};
 pub use state::AppState;
 
+use crate::config::Backend;
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use crate::sinks::Sink;
 use crate::spool::{Spool, SpoolOptions};
-use crate::store::Store;
+use crate::store::{NatsStore, Store};
 use anyhow::Context;
 use axum::extract::{ConnectInfo, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -60,18 +61,8 @@ impl Application {
             .iter()
             .map(|s| (s.name().to_owned(), s.kind().to_owned()))
             .collect();
-        let options = SpoolOptions {
-            dedup_window: config.spool.dedup_window(),
-            signature_window: config.signature_window(),
-            retention: config.spool.retention(),
-            max_size_bytes: config.spool.max_size_mb * 1024 * 1024,
-        };
-        let dir = config.spool.dir.clone();
-        let spool = tokio::task::spawn_blocking(move || Spool::open(&dir, options, &names))
-            .await
-            .context("spool open task failed")??;
         let metrics = Arc::new(Metrics::new(&config));
-        let store = Store::Local(spool);
+        let store = open_store(&config, &names).await?;
         let delivery = Delivery::start(sinks, &store, Arc::clone(&metrics)).await?;
         let listener = TcpListener::bind(config.server.listen)
             .await
@@ -213,6 +204,39 @@ impl Application {
         self.state.store.close().await;
         tracing::info!("delivery stopped, spool closed; bye");
         Ok(())
+    }
+}
+
+/// The store `[spool] backend` names: the local SQLite spool, or the
+/// JetStream store (which connects in the background and never blocks
+/// start-up on NATS).
+async fn open_store(config: &Config, sinks: &[(String, String)]) -> anyhow::Result<Store> {
+    match (config.spool.backend, &config.nats) {
+        (Backend::Nats, Some(nats)) => {
+            let names = sinks.iter().map(|(name, _)| name.clone()).collect();
+            let store = NatsStore::open(
+                nats.clone(),
+                config.spool.retention(),
+                config.signature_window(),
+                names,
+            )
+            .await?;
+            Ok(Store::Nats(store))
+        }
+        _ => {
+            let options = SpoolOptions {
+                dedup_window: config.spool.dedup_window(),
+                signature_window: config.signature_window(),
+                retention: config.spool.retention(),
+                max_size_bytes: config.spool.max_size_mb * 1024 * 1024,
+            };
+            let dir = config.spool.dir.clone();
+            let sinks = sinks.to_vec();
+            let spool = tokio::task::spawn_blocking(move || Spool::open(&dir, options, &sinks))
+                .await
+                .context("spool open task failed")??;
+            Ok(Store::Local(spool))
+        }
     }
 }
 

@@ -28,7 +28,7 @@
 //! got no answer (or a 503), so the vendor retries them.
 
 pub mod admin;
-mod recent;
+pub(crate) mod recent;
 mod schema;
 
 pub use recent::Recent;
@@ -68,6 +68,8 @@ pub enum SpoolError {
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub id: String,
+    /// `zego`, `netease`: the NATS store puts it in the subject.
+    pub provider: &'static str,
     pub received_at_ms: i64,
     pub dedup_key: String,
     /// ZEGO: the signature's key; a second use with another payload is refused.
@@ -771,7 +773,7 @@ impl Writer {
 
 /// The oldest times (Unix ms) a dedup key and a signature are still remembered from.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Windows {
+pub struct Windows {
     pub dedup_start: i64,
     pub sig_start: i64,
 }

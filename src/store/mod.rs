@@ -22,20 +22,26 @@
 //!   retention has passed).
 
 pub mod local;
+pub mod nats;
 
+use crate::metrics::SinkProgress;
 use crate::spool::{Recent, Spool};
 use crate::verify::Verified;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::spool::{Appended, DeadLetter, FailedAttempt, NewEvent, SpoolError, StoredEvent};
 pub use local::LocalFeed;
+pub use nats::{NatsFeed, NatsStore};
 
 /// The durable store of this process.
 #[derive(Clone)]
 pub enum Store {
     /// `[spool] backend = "local"`: SQLite on this replica's disk.
     Local(Spool),
+    /// `[spool] backend = "nats"`: a JetStream stream shared by replicas.
+    Nats(NatsStore),
 }
 
 impl Store {
@@ -44,6 +50,7 @@ impl Store {
     pub fn recent(&self, dedup_key: &str, sig_key: Option<&str>) -> Recent {
         match self {
             Store::Local(spool) => spool.recent(dedup_key, sig_key),
+            Store::Nats(nats) => nats.recent(dedup_key, sig_key),
         }
     }
 
@@ -51,6 +58,7 @@ impl Store {
     pub async fn append(&self, event: Verified<NewEvent>) -> Result<Appended, SpoolError> {
         match self {
             Store::Local(spool) => spool.append(event).await,
+            Store::Nats(nats) => nats.append(event).await,
         }
     }
 
@@ -58,15 +66,26 @@ impl Store {
     pub async fn ready(&self, room_bytes: u64) -> Result<(), SpoolError> {
         match self {
             Store::Local(spool) => spool.probe(room_bytes).await,
+            Store::Nats(nats) => nats.ready().await,
         }
     }
 
     /// The delivery feed of `sink`, with the sink's persisted retry state.
-    pub async fn feed(&self, sink: &str) -> Result<(Feed, SinkState), SpoolError> {
+    /// `progress` carries the sink's backlog gauges where the store keeps
+    /// them itself.
+    pub async fn feed(
+        &self,
+        sink: &str,
+        progress: Arc<SinkProgress>,
+    ) -> Result<(Feed, SinkState), SpoolError> {
         match self {
             Store::Local(spool) => {
                 let (feed, state) = LocalFeed::open(spool, sink).await?;
                 Ok((Feed::Local(feed), state))
+            }
+            Store::Nats(nats) => {
+                let (feed, state) = nats.feed(sink, progress).await?;
+                Ok((Feed::Nats(Box::new(feed)), state))
             }
         }
     }
@@ -77,6 +96,7 @@ impl Store {
     pub fn newest_position(&self) -> Option<i64> {
         match self {
             Store::Local(spool) => Some(*spool.committed().borrow()),
+            Store::Nats(_) => None,
         }
     }
 
@@ -84,6 +104,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Store::Local(spool) => spool.close().await,
+            Store::Nats(nats) => nats.close().await,
         }
     }
 }
@@ -103,6 +124,8 @@ pub struct SinkState {
 /// Where a sink's worker gets its events and reports what became of them.
 pub enum Feed {
     Local(LocalFeed),
+    /// Boxed: it holds the pull stream's state.
+    Nats(Box<NatsFeed>),
 }
 
 /// Calls the same method on whichever feed this is.
@@ -110,6 +133,7 @@ macro_rules! feed {
     ($self:ident, $feed:ident => $call:expr) => {
         match $self {
             Feed::Local($feed) => $call,
+            Feed::Nats($feed) => $call,
         }
     };
 }

@@ -10,6 +10,8 @@ mod http_surface;
 mod limits;
 mod logs;
 mod metrics;
+mod nats_harness;
+mod nats_store;
 mod netease_cloud_play;
 mod operations;
 mod secrets;
