@@ -3,7 +3,7 @@
 //! nothing found, 2 usage error (from clap).
 
 use crate::config::Config;
-use crate::spool::admin::Admin;
+use crate::store::operator::Operator;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -157,7 +157,7 @@ fn admin(command: Command) -> anyhow::Result<ExitCode> {
         Command::DeadLetters(DeadLettersCommand::List { config, sink, json }) => {
             let config = config.load()?;
             check_sink(&config, sink.as_deref())?;
-            let admin = Admin::open(&config.spool.dir)?;
+            let admin = Operator::open(&config)?;
             let rows = admin.dead_letters(sink.as_deref())?;
             if json {
                 for row in &rows {
@@ -201,7 +201,7 @@ fn admin(command: Command) -> anyhow::Result<ExitCode> {
         }) => {
             let config = config.load()?;
             check_sink(&config, sink.as_deref())?;
-            let mut admin = Admin::open(&config.spool.dir)?;
+            let mut admin = Operator::open(&config)?;
             let candidates = admin.replay_candidates(sink.as_deref(), id.as_deref())?;
             if candidates.is_empty() {
                 eprintln!("nothing to replay");
@@ -225,7 +225,7 @@ fn admin(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Events(EventsCommand::Show { config, id }) => {
             let config = config.load()?;
-            let admin = Admin::open(&config.spool.dir)?;
+            let admin = Operator::open(&config)?;
             let Some(envelope) = admin.event(&id)? else {
                 eprintln!(
                     "no event with id {} in the spool (it may have been pruned)",

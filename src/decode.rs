@@ -54,17 +54,19 @@ pub const MAX_VALUES: usize = 10_000;
 /// Decodes a callback body; see the module docs for the rules and their order.
 pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
     let trimmed = body.trim_ascii();
-    match trimmed.first() {
-        // A top-level array is never a callback; refuse it before building it.
-        Some(b'[') => return Err(DecodeError::Malformed),
-        Some(b'{') if !json_shape_is_bounded(trimmed) => return Err(DecodeError::Malformed),
-        _ => {}
+    if trimmed.first() == Some(&b'{') && !json_shape_is_bounded(trimmed) {
+        return Err(DecodeError::Malformed);
     }
     // JSON first: it is the vendors' default, and a form or percent-encoded
     // body fails on its first byte, so the attempt costs next to nothing.
-    // Past the checks above it builds at most one object of bounded shape,
-    // or a single scalar.
-    if let Ok(value) = serde_json::from_slice::<Value>(body) {
+    // A top-level array is never a callback and is not built as one (a
+    // `[0,0,…]` tree costs about 40× its bytes): such a body is read as the
+    // form fields it may be (a key may start with `[`), which costs no more
+    // than its size. Otherwise JSON builds at most one object of bounded
+    // shape, or a single scalar.
+    if trimmed.first() != Some(&b'[')
+        && let Ok(value) = serde_json::from_slice::<Value>(body)
+    {
         return Ok(Decoded {
             encoding: Encoding::Json,
             value,
@@ -357,10 +359,14 @@ mod tests {
     }
 
     #[test]
-    fn a_top_level_array_is_malformed_before_it_is_built() {
+    fn a_top_level_array_is_never_built_as_json() {
         let junk = format!("[{}0]", "0,".repeat(100_000));
         assert_eq!(decode(junk.as_bytes()), Err(DecodeError::Malformed));
         assert_eq!(decode(b"  [1]"), Err(DecodeError::Malformed));
+        // Form fields whose first key starts with `[` are still form fields.
+        let form = decode(b"[=1&b=2").unwrap();
+        assert_eq!(form.encoding, Encoding::Form);
+        assert_eq!(form.value["["], "1");
     }
 
     #[test]

@@ -175,7 +175,8 @@ impl Admin {
     }
 }
 
-fn kind_of(envelope: &str) -> String {
+/// The `kind` of a serialized envelope (empty when it has none).
+pub(crate) fn kind_of(envelope: &str) -> String {
     #[derive(serde::Deserialize)]
     struct KindOnly {
         kind: String,

@@ -23,6 +23,7 @@
 
 pub mod local;
 pub mod nats;
+pub mod operator;
 
 use crate::metrics::SinkProgress;
 use crate::spool::{Recent, Spool};

@@ -411,3 +411,60 @@ async fn killing_the_stream_leader_of_a_three_node_cluster_loses_no_acknowledged
     assert!(acked.len() > 20, "the load did not get going: {statuses:?}");
     all_delivered(&receiver, &acked, Duration::from_secs(40)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_and_events_show_work_against_jetstream() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    // 410: the sink rejects the event, which becomes a dead letter at once.
+    let receiver = TestReceiver::start(Mode::Status(410)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = replica_config(dir.path(), &[nats.url()], &receiver.url(), "");
+    let a = Binary::start(&config);
+    wait_ready(&a).await;
+    let (status, ack) = post(&a, &stream_create("dead-in-nats")).await;
+    assert_eq!(status, 200, "{ack}");
+    let id = ack["id"].as_str().unwrap().to_owned();
+
+    // No spool directory exists: the CLI reads JetStream.
+    assert!(!dir.path().join("unused-spool").exists());
+    let rows = wait_for_dead_letters(&config, "hooks", 1).await;
+    assert_eq!(rows[0]["event_id"], id.as_str());
+    assert_eq!(rows[0]["kind"], "stream_create");
+    assert_eq!(rows[0]["last_status"], 410);
+
+    let out = cli(&["events", "show", &id], &config);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let envelope: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(envelope["id"], id.as_str());
+    assert!(
+        stderr(&out).contains("sink hooks: dead-letter"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The sink is fixed; a replay delivers it and the dead letter is gone.
+    receiver.set_mode(Mode::Status(200));
+    let out = cli(
+        &["dead-letters", "replay", "--all", "--sink", "hooks"],
+        &config,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = receiver.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&got[0].body).unwrap()["id"],
+        id.as_str()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dead_letters(&config, "hooks").is_empty() {
+        assert!(Instant::now() < deadline, "the replayed dead letter stayed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = cli(&["events", "show", &id], &config);
+    assert!(
+        stderr(&out).contains("sink hooks: delivered"),
+        "{}",
+        stderr(&out)
+    );
+}
