@@ -10,6 +10,8 @@
 
 use crate::providers::Provider;
 use crate::secret::SecretString;
+/// `[[sinks]]` entries: each kind's config, validation and sink live in [`crate::sinks`].
+pub use crate::sinks::SinkConfig;
 pub use crate::store::nats::NatsStoreConfig;
 use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -304,98 +306,6 @@ pub struct App {
     pub secrets: Vec<SecretString>,
 }
 
-/// One `[[sinks]]` entry.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum SinkConfig {
-    Log(LogSinkConfig),
-    File(FileSinkConfig),
-    Http(HttpSinkConfig),
-}
-
-impl SinkConfig {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SinkConfig::Log(_) => "log",
-            SinkConfig::File(_) => "file",
-            SinkConfig::Http(_) => "http",
-        }
-    }
-    pub fn name(&self) -> &str {
-        match self {
-            SinkConfig::Log(c) => c.name.as_deref().unwrap_or_default(),
-            SinkConfig::File(c) => c.name.as_deref().unwrap_or_default(),
-            SinkConfig::Http(c) => c.name.as_deref().unwrap_or_default(),
-        }
-    }
-    fn name_mut(&mut self) -> &mut Option<String> {
-        match self {
-            SinkConfig::Log(c) => &mut c.name,
-            SinkConfig::File(c) => &mut c.name,
-            SinkConfig::Http(c) => &mut c.name,
-        }
-    }
-}
-
-/// `kind = "log"`: one structured log line per event.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSinkConfig {
-    /// Defaults to `log-{index}`.
-    pub name: Option<String>,
-}
-
-/// `kind = "file"`: JSON Lines, one envelope per line, appended.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSinkConfig {
-    /// Defaults to `file-{index}`.
-    pub name: Option<String>,
-    pub path: PathBuf,
-}
-
-/// `kind = "http"`: POST each envelope, signed per Standard Webhooks.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSinkConfig {
-    /// Defaults to `http-{index}`.
-    pub name: Option<String>,
-    /// Where to POST (http or https).
-    pub url: String,
-    /// `whsec_<base64>`; signs every request. Or give `secret_env`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<SecretString>,
-    /// Name of an environment variable holding the `whsec_` secret.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret_env: Option<String>,
-    /// Per-request timeout in milliseconds. Default 5000.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// Attempts before an event moves to dead letters. Default 12.
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: u32,
-    /// Extra headers sent with every request.
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
-    /// Requests in flight at once. Default 8.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
-    /// Allow an `http://` URL to a host that is not loopback (events and
-    /// signatures then cross the network in clear text). Default false.
-    #[serde(default)]
-    pub allow_plain_http: bool,
-}
-
-fn default_timeout_ms() -> u64 {
-    5000
-}
-fn default_max_attempts() -> u32 {
-    12
-}
-fn default_concurrency() -> usize {
-    8
-}
-
 impl Config {
     /// Loads defaults, then `path` if given, then `HOOKRELAY_*` variables from `env`.
     pub fn load(
@@ -502,24 +412,7 @@ impl RawConfig {
             apps.push(app);
         }
         let mut sinks = self.sinks;
-        let mut names = HashSet::new();
-        for (i, sink) in sinks.iter_mut().enumerate() {
-            let kind = sink.kind();
-            let name = sink.name_mut().get_or_insert_with(|| format!("{kind}-{i}"));
-            if name.is_empty() {
-                bail!("invalid config at `sinks[{i}].name`: must not be empty");
-            }
-            if !names.insert(name.clone()) {
-                bail!("invalid config at `sinks[{i}].name`: sink name `{name}` is used twice");
-            }
-            match sink {
-                SinkConfig::File(f) if f.path.as_os_str().is_empty() => {
-                    bail!("invalid config at `sinks[{i}].path`: must not be empty");
-                }
-                SinkConfig::Http(h) => h.validate(i)?,
-                _ => {}
-            }
-        }
+        crate::sinks::validate(&mut sinks)?;
         Ok(Config {
             server: self.server,
             log: self.log,
@@ -529,69 +422,6 @@ impl RawConfig {
             apps,
             sinks,
         })
-    }
-}
-
-impl HttpSinkConfig {
-    fn validate(&mut self, i: usize) -> anyhow::Result<()> {
-        match reqwest::Url::parse(&self.url) {
-            Ok(u) if u.scheme() == "https" => {}
-            Ok(u) if u.scheme() == "http" => {
-                if !self.allow_plain_http && !is_loopback(&u) {
-                    bail!(
-                        "invalid config at `sinks[{i}].url`: plain http:// is only allowed to a loopback host (127.0.0.0/8, ::1, localhost); use https:// or set `allow_plain_http = true`"
-                    );
-                }
-            }
-            Ok(_) => bail!("invalid config at `sinks[{i}].url`: must be an http or https URL"),
-            Err(e) => bail!("invalid config at `sinks[{i}].url`: {e}"),
-        }
-        if self.secret.is_some() == self.secret_env.is_some() {
-            bail!(
-                "invalid config at `sinks[{i}]`: give exactly one of `secret` or `secret_env` (every request is signed)"
-            );
-        }
-        if let Some(var) = self.secret_env.take() {
-            let value = std::env::var(&var).map_err(|_| {
-                anyhow!("invalid config at `sinks[{i}].secret_env`: environment variable `{var}` is not set")
-            })?;
-            self.secret = Some(SecretString::new(value));
-        }
-        if let Some(secret) = &self.secret {
-            crate::sinks::http::signing_key(secret)
-                .map_err(|e| anyhow!("invalid config at `sinks[{i}].secret`: {e}"))?;
-        }
-        if self.timeout_ms == 0 {
-            bail!("invalid config at `sinks[{i}].timeout_ms`: must be at least 1");
-        }
-        if self.max_attempts == 0 {
-            bail!("invalid config at `sinks[{i}].max_attempts`: must be at least 1");
-        }
-        if self.concurrency == 0 {
-            bail!("invalid config at `sinks[{i}].concurrency`: must be at least 1");
-        }
-        for (k, v) in &self.headers {
-            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
-                || reqwest::header::HeaderValue::from_str(v).is_err()
-            {
-                bail!("invalid config at `sinks[{i}].headers.{k}`: not a valid HTTP header");
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Whether `url` points at this machine: 127.0.0.0/8, `::1` or `localhost`.
-fn is_loopback(url: &reqwest::Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    // IPv6 hosts come bracketed (`[::1]`); the url crate has already
-    // normalised IPv4 forms such as `127.1` to dotted quads.
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<IpAddr>() {
-        Ok(ip) => ip.to_canonical().is_loopback(),
-        Err(_) => bare.eq_ignore_ascii_case("localhost") || bare.eq_ignore_ascii_case("localhost."),
     }
 }
 

@@ -8,14 +8,47 @@
 //! A torn last line (a crash mid-write) is terminated before appending, so
 //! it never glues onto the next envelope.
 
-use super::Outcome;
-use crate::config::FileSinkConfig;
+use super::{Deliver, Outcome, RetryPolicy, SinkKind};
 use crate::spool::StoredEvent;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+/// `kind = "file"`: JSON Lines, one envelope per line, appended.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// Defaults to `file-{index}`.
+    pub name: Option<String>,
+    pub path: PathBuf,
+}
+
+impl SinkKind for FileSinkConfig {
+    const KIND: &'static str = "file";
+    type Sink = FileSink;
+
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn name_mut(&mut self) -> &mut Option<String> {
+        &mut self.name
+    }
+
+    fn validate(&mut self, i: usize) -> anyhow::Result<()> {
+        if self.path.as_os_str().is_empty() {
+            anyhow::bail!("invalid config at `sinks[{i}].path`: must not be empty");
+        }
+        Ok(())
+    }
+
+    fn build(&self, name: &str) -> anyhow::Result<FileSink> {
+        Ok(FileSink::new(name, self))
+    }
+}
 
 /// Ids remembered to skip re-deliveries after a restart.
 const RECENT_IDS: usize = 4096;
@@ -66,12 +99,18 @@ impl FileSink {
             })),
         }
     }
+}
 
-    pub fn name(&self) -> &str {
+impl Deliver for FileSink {
+    fn name(&self) -> &str {
         &self.name
     }
 
-    pub async fn deliver(&mut self, events: Arc<[StoredEvent]>) -> Vec<Outcome> {
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::LOCAL
+    }
+
+    async fn deliver(&mut self, events: Arc<[StoredEvent]>) -> Vec<Outcome> {
         let state = Arc::clone(&self.state);
         let n = events.len();
         let result = tokio::task::spawn_blocking(move || {
@@ -210,6 +249,21 @@ mod tests {
                 path: path.to_owned(),
             },
         )
+    }
+
+    #[test]
+    fn the_path_must_not_be_empty() {
+        let mut c: FileSinkConfig = toml::from_str("path = \"\"").unwrap();
+        assert_eq!(
+            c.validate(2).unwrap_err().to_string(),
+            "invalid config at `sinks[2].path`: must not be empty"
+        );
+        let mut c: FileSinkConfig = toml::from_str("path = \"data/events.jsonl\"").unwrap();
+        c.validate(2).unwrap();
+        assert!(
+            toml::from_str::<FileSinkConfig>("name = \"f\"").is_err(),
+            "path is required"
+        );
     }
 
     #[tokio::test]

@@ -10,20 +10,185 @@
 //! Every response is classified in [`classify`], once: a request that was
 //! sent is not a request that was delivered.
 
-use super::Outcome;
-use crate::config::HttpSinkConfig;
+use super::{Deliver, Outcome, RetryPolicy, SinkKind};
 use crate::secret::SecretString;
 use crate::spool::StoredEvent;
+use anyhow::{anyhow, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize, Serializer};
 use sha2::Sha256;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
+
+/// `kind = "http"`: POST each envelope, signed per Standard Webhooks.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSinkConfig {
+    /// Defaults to `http-{index}`.
+    pub name: Option<String>,
+    /// Where to POST (http or https).
+    pub url: String,
+    /// `whsec_<base64>`; signs every request. Or give `secret_env`. Read
+    /// into [`HttpSinkConfig::key`] by `validate`, then cleared.
+    #[serde(skip_serializing)]
+    pub secret: Option<SecretString>,
+    /// Name of an environment variable holding the `whsec_` secret; read
+    /// into [`HttpSinkConfig::key`] by `validate`, then cleared.
+    #[serde(skip_serializing)]
+    pub secret_env: Option<String>,
+    /// The key every request is signed with, decoded once from `secret` or
+    /// `secret_env` by `validate`. Written back (by `check-config`) as
+    /// `secret = "[redacted]"`.
+    #[serde(
+        skip_deserializing,
+        rename(serialize = "secret"),
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub key: Option<SigningKey>,
+    /// Per-request timeout in milliseconds. Default 5000.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Attempts before an event moves to dead letters. Default 12.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Extra headers sent with every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Requests in flight at once. Default 8.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Allow an `http://` URL to a host that is not loopback (events and
+    /// signatures then cross the network in clear text). Default false.
+    #[serde(default)]
+    pub allow_plain_http: bool,
+}
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+fn default_max_attempts() -> u32 {
+    12
+}
+fn default_concurrency() -> usize {
+    8
+}
+
+impl SinkKind for HttpSinkConfig {
+    const KIND: &'static str = "http";
+    type Sink = HttpSink;
+
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn name_mut(&mut self) -> &mut Option<String> {
+        &mut self.name
+    }
+
+    /// Checks every key and reads the secret (from `secret` or the variable
+    /// `secret_env` names) into [`HttpSinkConfig::key`].
+    fn validate(&mut self, i: usize) -> anyhow::Result<()> {
+        match reqwest::Url::parse(&self.url) {
+            Ok(u) if u.scheme() == "https" => {}
+            Ok(u) if u.scheme() == "http" => {
+                if !self.allow_plain_http && !is_loopback(&u) {
+                    bail!(
+                        "invalid config at `sinks[{i}].url`: plain http:// is only allowed to a loopback host (127.0.0.0/8, ::1, localhost); use https:// or set `allow_plain_http = true`"
+                    );
+                }
+            }
+            Ok(_) => bail!("invalid config at `sinks[{i}].url`: must be an http or https URL"),
+            Err(e) => bail!("invalid config at `sinks[{i}].url`: {e}"),
+        }
+        let secret = match (self.secret.take(), self.secret_env.take()) {
+            (Some(secret), None) => secret,
+            (None, Some(var)) => std::env::var(&var).map(SecretString::new).map_err(|_| {
+                anyhow!("invalid config at `sinks[{i}].secret_env`: environment variable `{var}` is not set")
+            })?,
+            _ => bail!(
+                "invalid config at `sinks[{i}]`: give exactly one of `secret` or `secret_env` (every request is signed)"
+            ),
+        };
+        let key = SigningKey::parse(&secret)
+            .map_err(|e| anyhow!("invalid config at `sinks[{i}].secret`: {e}"))?;
+        self.key = Some(key);
+        if self.timeout_ms == 0 {
+            bail!("invalid config at `sinks[{i}].timeout_ms`: must be at least 1");
+        }
+        if self.max_attempts == 0 {
+            bail!("invalid config at `sinks[{i}].max_attempts`: must be at least 1");
+        }
+        if self.concurrency == 0 {
+            bail!("invalid config at `sinks[{i}].concurrency`: must be at least 1");
+        }
+        for (k, v) in &self.headers {
+            if HeaderName::from_bytes(k.as_bytes()).is_err() || HeaderValue::from_str(v).is_err() {
+                bail!("invalid config at `sinks[{i}].headers.{k}`: not a valid HTTP header");
+            }
+        }
+        Ok(())
+    }
+
+    fn build(&self, name: &str) -> anyhow::Result<HttpSink> {
+        HttpSink::new(name, self)
+    }
+}
+
+/// Whether `url` points at this machine: 127.0.0.0/8, `::1` or `localhost`.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    // IPv6 hosts come bracketed (`[::1]`); the url crate has already
+    // normalised IPv4 forms such as `127.1` to dotted quads.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<IpAddr>() {
+        Ok(ip) => ip.to_canonical().is_loopback(),
+        Err(_) => bare.eq_ignore_ascii_case("localhost") || bare.eq_ignore_ascii_case("localhost."),
+    }
+}
+
+/// A Standard Webhooks signing key: the decoded bytes of a `whsec_<base64>`
+/// secret. `Debug` and `Serialize` print `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey(Box<[u8]>);
+
+impl SigningKey {
+    /// Decodes a `whsec_...` secret: the one place its prefix and base64 are read.
+    pub fn parse(secret: &SecretString) -> Result<SigningKey, &'static str> {
+        let b64 = secret
+            .expose()
+            .strip_prefix("whsec_")
+            .ok_or("must start with `whsec_` (Standard Webhooks)")?;
+        let key = BASE64
+            .decode(b64)
+            .map_err(|_| "the part after `whsec_` must be base64")?;
+        if key.is_empty() {
+            return Err("the key after `whsec_` is empty");
+        }
+        Ok(SigningKey(key.into_boxed_slice()))
+    }
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Serializes as `[redacted]`: `check-config` prints configs, never keys.
+impl Serialize for SigningKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[redacted]")
+    }
+}
 
 pub struct HttpSink {
     name: String,
@@ -37,30 +202,15 @@ struct Inner {
     /// `scheme://host:port` of `url`: the only part of it that reaches logs
     /// and dead letters (paths and queries often carry tokens).
     origin: String,
-    key: Option<Vec<u8>>,
+    key: Option<SigningKey>,
     headers: HeaderMap,
     concurrency: Arc<Semaphore>,
 }
 
-/// Decodes a `whsec_...` secret into its HMAC key.
-pub fn signing_key(secret: &SecretString) -> Result<Vec<u8>, String> {
-    let text = secret.expose();
-    let b64 = text
-        .strip_prefix("whsec_")
-        .ok_or("must start with `whsec_` (Standard Webhooks)")?;
-    let key = BASE64
-        .decode(b64)
-        .map_err(|_| "the part after `whsec_` must be base64".to_owned())?;
-    if key.is_empty() {
-        return Err("the key after `whsec_` is empty".to_owned());
-    }
-    Ok(key)
-}
-
 /// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
-pub fn signature(key: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String {
+pub fn signature(key: &SigningKey, id: &str, timestamp: u64, body: &[u8]) -> String {
     // HMAC accepts keys of any length.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("HMAC takes any key length");
     mac.update(id.as_bytes());
     mac.update(b".");
     mac.update(timestamp.to_string().as_bytes());
@@ -112,13 +262,9 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 impl HttpSink {
+    /// A sink for a validated `config` (its key already decoded).
     pub fn new(name: &str, config: &HttpSinkConfig) -> anyhow::Result<HttpSink> {
-        let key = match &config.secret {
-            Some(s) => {
-                Some(signing_key(s).map_err(|e| anyhow::anyhow!("sink `{name}` secret: {e}"))?)
-            }
-            None => None,
-        };
+        let key = config.key.clone();
         let url = reqwest::Url::parse(&config.url)
             .map_err(|e| anyhow::anyhow!("sink `{name}`: invalid url: {e}"))?;
         let origin = origin(&url);
@@ -150,19 +296,27 @@ impl HttpSink {
             }),
         })
     }
+}
 
-    pub fn name(&self) -> &str {
+impl Deliver for HttpSink {
+    fn name(&self) -> &str {
         &self.name
     }
 
-    pub fn max_attempts(&self) -> u32 {
-        self.max_attempts
+    /// 1 s doubling to 10 min: a few seconds' outage is probed again within
+    /// seconds; a long one costs the downstream a request per 10 min.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(600),
+            max_attempts: Some(self.max_attempts),
+        }
     }
 
     /// Sends `events` with bounded concurrency, keeping the events of one
     /// resource in order: they go one after another, and once one of them
     /// fails the rest of that resource wait for the next try.
-    pub async fn deliver(&mut self, events: Arc<[StoredEvent]>) -> Vec<Outcome> {
+    async fn deliver(&mut self, events: Arc<[StoredEvent]>) -> Vec<Outcome> {
         let mut groups: Vec<Vec<usize>> = Vec::new();
         let mut by_resource: HashMap<&str, usize> = HashMap::new();
         for (i, e) in events.iter().enumerate() {
@@ -318,7 +472,7 @@ mod tests {
     #[test]
     fn signatures_follow_standard_webhooks_and_verify_with_its_library() {
         let secret = SecretString::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
-        let key = signing_key(&secret).unwrap();
+        let key = SigningKey::parse(&secret).unwrap();
         let body = br#"{"id":"msg_p5jXN8AQM9LWM0D4loKWxJek","kind":"x"}"#;
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -351,8 +505,83 @@ mod tests {
 
     #[test]
     fn secrets_without_the_whsec_prefix_or_base64_are_refused() {
-        assert!(signing_key(&SecretString::new("plain")).is_err());
-        assert!(signing_key(&SecretString::new("whsec_***")).is_err());
-        assert!(signing_key(&SecretString::new("whsec_")).is_err());
+        let parse = |s: &str| SigningKey::parse(&SecretString::new(s));
+        assert!(parse("plain").is_err());
+        assert!(parse("whsec_***").is_err());
+        assert!(parse("whsec_").is_err());
+        let key = parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(format!("{key:?}"), "[redacted]");
+        assert_eq!(
+            toml::Value::try_from(&key).unwrap().as_str(),
+            Some("[redacted]")
+        );
+    }
+
+    const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn config(extra: &str) -> HttpSinkConfig {
+        toml::from_str(&format!("url = \"https://h.example/in\"\n{extra}")).unwrap()
+    }
+
+    fn refusal(mut c: HttpSinkConfig) -> String {
+        c.validate(1).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn validation_decodes_the_secret_once_and_names_each_bad_key() {
+        let mut c = config(&format!("secret = \"{WHSEC}\""));
+        c.validate(1).unwrap();
+        assert!(c.secret.is_none() && c.secret_env.is_none());
+        assert_eq!(
+            c.key,
+            Some(SigningKey::parse(&SecretString::new(WHSEC)).unwrap())
+        );
+        let printed = toml::Value::try_from(&c).unwrap();
+        assert_eq!(printed["secret"].as_str(), Some("[redacted]"));
+        assert!(printed.get("secret_env").is_none());
+
+        let with = |extra: &str| config(&format!("secret = \"{WHSEC}\"\n{extra}"));
+        let mut c = with("");
+        c.url = "ftp://h/".to_owned();
+        assert_eq!(
+            refusal(c),
+            "invalid config at `sinks[1].url`: must be an http or https URL"
+        );
+        let mut c = with("");
+        c.url = "http://hooks.example/".to_owned();
+        assert!(refusal(c).starts_with("invalid config at `sinks[1].url`: plain http://"));
+        let mut c = with("allow_plain_http = true");
+        c.url = "http://hooks.example/".to_owned();
+        c.validate(1).unwrap();
+        assert_eq!(
+            refusal(config("")),
+            "invalid config at `sinks[1]`: give exactly one of `secret` or `secret_env` (every request is signed)"
+        );
+        assert_eq!(
+            refusal(config(&format!("secret = \"{WHSEC}\"\nsecret_env = \"X\""))),
+            "invalid config at `sinks[1]`: give exactly one of `secret` or `secret_env` (every request is signed)"
+        );
+        assert_eq!(
+            refusal(config("secret_env = \"HOOKRELAY_TEST_SURELY_UNSET_9F2C\"")),
+            "invalid config at `sinks[1].secret_env`: environment variable `HOOKRELAY_TEST_SURELY_UNSET_9F2C` is not set"
+        );
+        assert_eq!(
+            refusal(config("secret = \"whsec_\"")),
+            "invalid config at `sinks[1].secret`: the key after `whsec_` is empty"
+        );
+        assert_eq!(
+            refusal(config("secret = \"plain\"")),
+            "invalid config at `sinks[1].secret`: must start with `whsec_` (Standard Webhooks)"
+        );
+        for key in ["timeout_ms", "max_attempts", "concurrency"] {
+            assert_eq!(
+                refusal(with(&format!("{key} = 0"))),
+                format!("invalid config at `sinks[1].{key}`: must be at least 1")
+            );
+        }
+        assert_eq!(
+            refusal(with("headers = { \"a b\" = \"x\" }")),
+            "invalid config at `sinks[1].headers.a b`: not a valid HTTP header"
+        );
     }
 }
