@@ -13,6 +13,7 @@
 pub mod file;
 pub mod http;
 pub mod log;
+pub mod nats;
 
 use crate::spool::StoredEvent;
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
@@ -216,6 +217,7 @@ sink_kinds! {
     Log(log::LogSinkConfig),
     File(file::FileSinkConfig),
     Http(http::HttpSinkConfig),
+    Nats(nats::NatsSinkConfig),
 }
 
 /// A config serialized with its `kind` first, as `[[sinks]]` writes it.

@@ -77,8 +77,8 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
-pub use writer::Windows;
 use writer::Command;
+pub use writer::Windows;
 
 /// The spool's file name inside `spool.dir`.
 pub const FILE_NAME: &str = "spool.sqlite3";

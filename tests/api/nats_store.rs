@@ -468,3 +468,74 @@ async fn dead_letters_and_events_show_work_against_jetstream() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_sink_publishes_envelopes_with_their_dedup_key_and_retries_an_outage() {
+    let Some(mut nats) = NatsServer::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!(
+        "[[sinks]]\nkind = \"nats\"\nname = \"bus\"\nservers = [\"{}\"]\nstream = \"EVENTS\"\ncreate_stream = true\ntimeout_ms = 1000\n",
+        nats.url()
+    );
+    let text = base_config(dir.path(), &sink);
+    let app = spawn_app_in(dir, &text).await;
+    let (status, ack) = json_body(app.post_zego(STREAM, &stream_create("to-the-bus")).await).await;
+    assert_eq!(status, 200, "{ack}");
+
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let message = loop {
+        if let Ok(stream) = js.get_stream("EVENTS").await
+            && let Ok(m) = stream.get_raw_message(1).await
+        {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the envelope never reached the stream"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let envelope: Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(envelope["id"], ack["id"]);
+    assert_eq!(
+        message.subject.as_str(),
+        "hookrelay.zego.stream.stream_create"
+    );
+    assert_eq!(
+        message.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+        envelope["dedup_key"].as_str()
+    );
+
+    // An outage: the event acknowledged meanwhile is published once NATS is back.
+    nats.stop();
+    let (status, later) =
+        json_body(app.post_zego(STREAM, &stream_create("after-outage")).await).await;
+    assert_eq!(
+        status, 200,
+        "the vendor's answer never waits on a sink: {later}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nats.restart().await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(stream) = js.get_stream("EVENTS").await
+            && let Ok(m) = stream.get_raw_message(2).await
+        {
+            let envelope: Value = serde_json::from_slice(&m.payload).unwrap();
+            assert_eq!(envelope["id"], later["id"]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the event was not retried after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop().await;
+}
