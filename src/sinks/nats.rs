@@ -92,7 +92,7 @@ impl SinkKind for NatsSinkConfig {
     fn build(&self, name: &str) -> anyhow::Result<NatsSink> {
         Ok(NatsSink {
             name: name.to_owned(),
-            config: self.clone(),
+            config: Box::new(self.clone()),
             js: None,
             stream_ready: false,
         })
@@ -104,7 +104,8 @@ impl SinkKind for NatsSinkConfig {
 /// not a start-up failure.
 pub struct NatsSink {
     name: String,
-    config: NatsSinkConfig,
+    /// Boxed: the sink enum stays as small as its other kinds.
+    config: Box<NatsSinkConfig>,
     js: Option<jetstream::Context>,
     stream_ready: bool,
 }
