@@ -106,7 +106,7 @@ pub struct NatsSink {
     name: String,
     /// Boxed: the sink enum stays as small as its other kinds.
     config: Box<NatsSinkConfig>,
-    js: Option<jetstream::Context>,
+    js: Option<Box<jetstream::Context>>,
     stream_ready: bool,
 }
 
@@ -129,13 +129,13 @@ impl NatsSink {
                 .await
                 .map_err(|e| format!("{e:#}"))?;
             let timeout = Duration::from_millis(self.config.timeout_ms);
-            self.js = Some(
+            self.js = Some(Box::new(
                 jetstream::ContextBuilder::new()
                     .timeout(timeout)
                     .build(client),
-            );
+            ));
         }
-        let js = self.js.clone().ok_or("not connected")?;
+        let js = self.js.as_deref().cloned().ok_or("not connected")?;
         if !self.stream_ready {
             let found = js.get_stream(&self.config.stream).await;
             match found {
