@@ -150,6 +150,26 @@ enum Final {
     },
 }
 
+impl Final {
+    /// The dead letter `event` becomes, if it ended dead: the one place a
+    /// dead letter is built.
+    fn dead_letter(self, event: StoredEvent) -> Option<DeadLetter> {
+        match self {
+            Final::Delivered => None,
+            Final::Dead {
+                attempts,
+                status,
+                error,
+            } => Some(DeadLetter {
+                event,
+                attempts,
+                last_status: status,
+                last_error: error,
+            }),
+        }
+    }
+}
+
 struct Worker {
     name: String,
     metrics: Arc<Metrics>,
@@ -217,19 +237,7 @@ impl Worker {
                 .iter()
                 .cloned()
                 .zip(finals)
-                .filter_map(|(event, f)| match f {
-                    Final::Delivered => None,
-                    Final::Dead {
-                        attempts,
-                        status,
-                        error,
-                    } => Some(DeadLetter {
-                        event,
-                        attempts,
-                        last_status: status,
-                        last_error: error,
-                    }),
-                })
+                .filter_map(|(event, f)| f.dead_letter(event))
                 .collect();
             for d in &dead {
                 tracing::error!(
@@ -275,18 +283,10 @@ impl Worker {
         let mut delivered = Vec::new();
         let mut dead = Vec::new();
         for (event, f) in replays.into_iter().zip(finals) {
-            match f {
-                Final::Delivered => delivered.push(event.id),
-                Final::Dead {
-                    attempts,
-                    status,
-                    error,
-                } => dead.push(DeadLetter {
-                    event,
-                    attempts,
-                    last_status: status,
-                    last_error: error,
-                }),
+            let id = event.id.clone();
+            match f.dead_letter(event) {
+                Some(letter) => dead.push(letter),
+                None => delivered.push(id),
             }
         }
         tracing::info!(sink = %self.name, delivered = delivered.len(), dead = dead.len(), "replayed dead letters");

@@ -3,24 +3,32 @@
 //! events and delivers them durably to sinks.
 //!
 //! ```text
-//!  vendor ──POST──▶ server ─▶ ingest: decode ─▶ verify ─▶ parse ─▶ spool.append ──▶ 200
-//!                                                                    │ (committed, fsynced)
-//!                                             delivery workers ◀─────┘
-//!                                               ├─▶ sinks::log
-//!                                               └─▶ sinks::file
+//!  vendor ──POST──▶ server ─▶ ingest: authenticate (decode, verify) ─▶ parse
+//!                                         │  per family: providers::FAMILIES
+//!                                         ▼
+//!                    store.append ── durable (SQLite fsync | JetStream PubAck) ──▶ 200
+//!                         │
+//!       delivery: one worker per sink, reading its store::Feed
+//!                         ├─▶ sinks::log
+//!                         ├─▶ sinks::file
+//!                         ├─▶ sinks::http  (Standard Webhooks)
+//!                         └─▶ sinks::nats  (JetStream)
 //! ```
 //!
 //! # Layout
 //! - [`config`]: settings, defaults, layering, validation.
-//! - [`server`]: routes, middleware, the application's lifecycle.
-//! - [`ingest`]: the request pipeline; [`error`]: its errors as HTTP.
+//! - [`server`]: listeners, routes, middleware, limits, the application's lifecycle.
+//! - [`ingest`]: the one request pipeline; [`error`]: its errors as HTTP.
 //! - [`decode`]: body encodings; [`verify`]: signatures and clocks.
-//! - [`providers`]: each vendor family's typed events.
-//! - [`event`]: the envelope sinks receive, and dedup keys.
-//! - [`spool`]: durability (SQLite WAL, group commit).
-//! - [`delivery`]: workers moving events from the spool to [`sinks`].
+//! - [`providers`]: the family registry; each vendor's authentication and
+//!   each family's route, typed events, kinds and samples.
+//! - [`event`]: the envelope sinks receive, dedup and replay keys.
+//! - [`store`]: the boundary to durable storage; [`spool`] is the local
+//!   SQLite implementation, [`store::nats`] the JetStream one shared by
+//!   replicas ([`nats`]: connecting).
+//! - [`delivery`]: workers moving events from the store to [`sinks`].
 //! - [`metrics`]: Prometheus metrics; [`send`]: signed test callbacks.
-//! - [`telemetry`], [`shutdown`], [`cli`]: process wiring.
+//! - [`clock`], [`telemetry`], [`shutdown`], [`cli`]: process wiring.
 
 pub mod cli;
 pub mod clock;

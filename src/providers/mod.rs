@@ -259,6 +259,16 @@ impl Parsed {
     }
 }
 
+/// `serialize_with` for an `Unknown { tag, raw }` variant's tag field: the
+/// event serializes as the raw payload it kept, whatever the tag's type.
+pub fn serialize_raw<T, S: serde::Serializer>(
+    _tag: &T,
+    raw: &serde_json::Value,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    raw.serialize(s)
+}
+
 /// Parses a decoded payload of `family` into its typed event.
 pub fn parse(family: Family, payload: &serde_json::Value) -> Parsed {
     family.parse(payload)

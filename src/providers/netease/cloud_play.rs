@@ -60,7 +60,7 @@ pub enum Event {
     PlayResumed(PlayData),
     /// Any other `eventType`, or none, or a payload that is not an object
     /// (the server stores a non-JSON body as a string).
-    #[serde(serialize_with = "serialize_raw")]
+    #[serde(serialize_with = "crate::providers::serialize_raw")]
     Unknown {
         event_type: Option<i64>,
         /// The payload as received: NetEase bodies carry no signing fields.
@@ -116,14 +116,6 @@ impl Event {
             Event::Unknown { .. } => None,
         }
     }
-}
-
-fn serialize_raw<S: serde::Serializer>(
-    _event_type: &Option<i64>,
-    raw: &Value,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    raw.serialize(s)
 }
 
 impl TypedEvent for Event {

@@ -135,7 +135,7 @@ pub enum Event {
     /// 10006
     UploadExpired(Callback<EmptyDetail>),
     /// Any other `EventType`, or none.
-    #[serde(serialize_with = "serialize_raw")]
+    #[serde(serialize_with = "crate::providers::serialize_raw")]
     Unknown {
         event_type: Option<i64>,
         /// The payload without its signing fields.
@@ -202,14 +202,6 @@ fn typed<D: DeserializeOwned>(payload: &Value, wrap: fn(Callback<D>) -> Event) -
         .filter(|d| d.is_object())
         .and_then(|d| D::deserialize(d).ok());
     wrap(Callback { header, detail })
-}
-
-fn serialize_raw<S: serde::Serializer>(
-    _event_type: &Option<i64>,
-    raw: &Value,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    raw.serialize(s)
 }
 
 impl TypedEvent for Event {

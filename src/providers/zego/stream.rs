@@ -3,7 +3,7 @@
 //! `stream_create` (seed 001), `stream_close`, the room events, the mix
 //! events and the CDN events (`record`, `compose`, `snapshot`, `procedure`)
 //! all carry `appid`, `event` and the signing fields at the top level, with
-//! snake_case business fields beside them (protocol.md §3.1). Most values are
+//! snake_case business fields beside them (`../shared/protocol.md`, "ZEGO stream callbacks"). Most values are
 //! strings even when they are numbers (`"stream_seq": "01"`), but
 //! `room_create`/`room_close` send `appid` and the 19-digit `room_session_id`
 //! as JSON numbers, so every field is read leniently: times, seqs, codes and
@@ -260,7 +260,7 @@ pub enum Event {
     Snapshot(Snapshot),
     Procedure(Procedure),
     /// Any other `event`, or none (`kind` is then `unknown`).
-    #[serde(serialize_with = "serialize_raw")]
+    #[serde(serialize_with = "crate::providers::serialize_raw")]
     Unknown {
         /// The `event` string as sent, or `unknown`.
         kind: String,
@@ -318,14 +318,6 @@ fn typed<T: DeserializeOwned>(tag: &str, payload: &Value, wrap: impl FnOnce(T) -
         Some(Ok(t)) => wrap(t),
         _ => Event::unknown(tag, payload),
     }
-}
-
-fn serialize_raw<S: serde::Serializer>(
-    _kind: &String,
-    raw: &Value,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    raw.serialize(s)
 }
 
 /// The first present, non-empty id.
