@@ -336,7 +336,7 @@ mod tests {
     fn a_bad_kind_is_reported_as_serde_reports_a_tagged_enum() {
         assert_eq!(
             entries("[[sinks]]\nkind = \"carrier-pigeon\"\n").unwrap_err(),
-            "sinks[0].kind: unknown variant `carrier-pigeon`, expected one of `log`, `file`, `http`"
+            "sinks[0].kind: unknown variant `carrier-pigeon`, expected one of `log`, `file`, `http`, `nats`"
         );
         assert_eq!(
             entries("[[sinks]]\nkind = 5\n").unwrap_err(),
