@@ -132,16 +132,6 @@ impl NatsConnection {
                 "invalid config at `{at}.tls_cert_file`: give tls_cert_file and tls_key_file together"
             );
         }
-        for (key, var) in [
-            ("token_env", &self.token_env),
-            ("password_env", &self.password_env),
-        ] {
-            if let Some(var) = var
-                && std::env::var_os(var).is_none()
-            {
-                bail!("invalid config at `{at}.{key}`: environment variable `{var}` is not set");
-            }
-        }
         Ok(())
     }
 
