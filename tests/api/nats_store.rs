@@ -57,6 +57,28 @@ secret = "{NETEASE_SECRET}"
     path
 }
 
+/// Two replicas on the same NATS, both ready, each with its own directory.
+struct Replicas {
+    a: Binary,
+    b: Binary,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Replicas {
+    async fn start(servers: &[String], receiver: &str, extra: &str) -> Replicas {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = Binary::start(&replica_config(da.path(), servers, receiver, extra));
+        let b = Binary::start(&replica_config(db.path(), servers, receiver, extra));
+        wait_ready(&a).await;
+        wait_ready(&b).await;
+        Replicas {
+            a,
+            b,
+            _dirs: (da, db),
+        }
+    }
+}
+
 /// Polls `/readyz` until the replica reports NATS ready.
 async fn wait_ready(bin: &Binary) {
     let client = reqwest::Client::new();
@@ -108,21 +130,7 @@ async fn two_replicas_store_a_repeat_once_and_deliver_it_once() {
         return;
     };
     let receiver = TestReceiver::start(Mode::Status(200)).await;
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Binary::start(&replica_config(
-        da.path(),
-        &[nats.url()],
-        &receiver.url(),
-        "",
-    ));
-    let b = Binary::start(&replica_config(
-        db.path(),
-        &[nats.url()],
-        &receiver.url(),
-        "",
-    ));
-    wait_ready(&a).await;
-    wait_ready(&b).await;
+    let Replicas { a, b, .. } = Replicas::start(&[nats.url()], &receiver.url(), "").await;
 
     let payload = stream_create("across-replicas");
     let (status, first) = post(&a, &payload).await;
@@ -161,21 +169,7 @@ async fn a_signature_used_on_one_replica_cannot_carry_another_body_on_the_other(
         return;
     };
     let receiver = TestReceiver::start(Mode::Status(200)).await;
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Binary::start(&replica_config(
-        da.path(),
-        &[nats.url()],
-        &receiver.url(),
-        "",
-    ));
-    let b = Binary::start(&replica_config(
-        db.path(),
-        &[nats.url()],
-        &receiver.url(),
-        "",
-    ));
-    wait_ready(&a).await;
-    wait_ready(&b).await;
+    let Replicas { a, b, .. } = Replicas::start(&[nats.url()], &receiver.url(), "").await;
 
     let genuine = stream_create("genuine");
     assert_eq!(post(&a, &genuine).await.0, 200);
@@ -305,21 +299,7 @@ async fn while_nats_is_down_callbacks_get_503_and_both_replicas_recover_by_thems
         return;
     };
     let receiver = TestReceiver::start(Mode::Status(200)).await;
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Binary::start(&replica_config(
-        da.path(),
-        &[nats.url()],
-        &receiver.url(),
-        "",
-    ));
-    let b = Binary::start(&replica_config(
-        db.path(),
-        &[nats.url()],
-        &receiver.url(),
-        "",
-    ));
-    wait_ready(&a).await;
-    wait_ready(&b).await;
+    let Replicas { a, b, .. } = Replicas::start(&[nats.url()], &receiver.url(), "").await;
 
     let stop = tokio_util::sync::CancellationToken::new();
     let acked = Arc::new(Mutex::new(Vec::new()));
@@ -371,22 +351,8 @@ async fn killing_the_stream_leader_of_a_three_node_cluster_loses_no_acknowledged
         return;
     };
     let receiver = TestReceiver::start(Mode::Status(200)).await;
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let urls = cluster.urls();
-    let a = Binary::start(&replica_config(
-        da.path(),
-        &urls,
-        &receiver.url(),
-        "replicas = 3\n",
-    ));
-    let b = Binary::start(&replica_config(
-        db.path(),
-        &urls,
-        &receiver.url(),
-        "replicas = 3\n",
-    ));
-    wait_ready(&a).await;
-    wait_ready(&b).await;
+    let Replicas { a, b, .. } =
+        Replicas::start(&cluster.urls(), &receiver.url(), "replicas = 3\n").await;
 
     let stop = tokio_util::sync::CancellationToken::new();
     let acked = Arc::new(Mutex::new(Vec::new()));

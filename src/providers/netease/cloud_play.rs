@@ -190,11 +190,7 @@ pub static FAMILY: FamilyDef = FamilyDef {
 
 /// A realistic `{"data":{...},"eventType":50x}` body of `kind`.
 pub fn sample(kind: &str, i: u64, ctx: &SampleContext) -> Option<Value> {
-    let code = FAMILY
-        .sample_kinds
-        .iter()
-        .find(|(k, _)| *k == kind)
-        .map(|(_, code)| *code)?;
+    let code = FAMILY.sample_code(kind)?;
     let now = ctx.now_ms;
     let mut data = json!({
         "channelId": ctx.run_num * 10_000 + i % 10_000,

@@ -287,11 +287,7 @@ pub static FAMILY: FamilyDef = FamilyDef {
 /// A realistic PascalCase payload of `kind` with its numeric `EventType`,
 /// empty signing fields after the app id for the signer to fill in.
 pub fn sample(kind: &str, i: u64, ctx: &SampleContext) -> Option<Value> {
-    let code = FAMILY
-        .sample_kinds
-        .iter()
-        .find(|(k, _)| *k == kind)
-        .map(|(_, code)| *code)?;
+    let code = FAMILY.sample_code(kind)?;
     let (run, now) = (&ctx.run, ctx.now_ms);
     let secs = now / 1000;
     let detail = match code {
