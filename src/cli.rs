@@ -157,7 +157,7 @@ fn admin(command: Command) -> anyhow::Result<ExitCode> {
         Command::DeadLetters(DeadLettersCommand::List { config, sink, json }) => {
             let config = config.load()?;
             check_sink(&config, sink.as_deref())?;
-            let admin = Operator::open(&config)?;
+            let admin = open_store(&config)?;
             let rows = admin.dead_letters(sink.as_deref())?;
             if json {
                 for row in &rows {
@@ -201,7 +201,7 @@ fn admin(command: Command) -> anyhow::Result<ExitCode> {
         }) => {
             let config = config.load()?;
             check_sink(&config, sink.as_deref())?;
-            let mut admin = Operator::open(&config)?;
+            let mut admin = open_store(&config)?;
             let candidates = admin.replay_candidates(sink.as_deref(), id.as_deref())?;
             if candidates.is_empty() {
                 eprintln!("nothing to replay");
@@ -225,7 +225,7 @@ fn admin(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Events(EventsCommand::Show { config, id }) => {
             let config = config.load()?;
-            let admin = Operator::open(&config)?;
+            let admin = open_store(&config)?;
             let Some(envelope) = admin.event(&id)? else {
                 eprintln!(
                     "no event with id {} in the spool (it may have been pruned)",
@@ -241,6 +241,17 @@ fn admin(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The store the config names, for an operator verb.
+fn open_store(config: &Config) -> anyhow::Result<Operator> {
+    let sinks = config.sinks.iter().map(|s| s.name().to_owned()).collect();
+    Operator::open(
+        config.spool.backend,
+        &config.spool.dir,
+        config.nats.as_ref(),
+        sinks,
+    )
 }
 
 const REDACTED: &str = "[redacted]";

@@ -9,9 +9,11 @@
 //! key instead of being silently ignored.
 
 use crate::providers::Provider;
+pub use crate::providers::{App, AuthContext};
 use crate::secret::SecretString;
 /// `[[sinks]]` entries: each kind's config, validation and sink live in [`crate::sinks`].
 pub use crate::sinks::SinkConfig;
+pub use crate::store::Backend;
 pub use crate::store::nats::NatsStoreConfig;
 use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -231,15 +233,6 @@ pub struct SpoolConfig {
     pub max_size_mb: u64,
 }
 
-/// `spool.backend`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    #[default]
-    Local,
-    Nats,
-}
-
 /// `[admin]`: a second listener for the operator's endpoints.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -294,16 +287,6 @@ enum StringOrNumber {
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
-}
-
-/// A vendor app whose callbacks we accept.
-#[derive(Debug, Clone, Serialize)]
-pub struct App {
-    pub provider: Provider,
-    /// ZEGO AppID or NetEase AppKey, as text.
-    pub app_id: String,
-    /// Newest first; any of them verifies (rotation without a window of rejections).
-    pub secrets: Vec<SecretString>,
 }
 
 impl Config {
@@ -483,16 +466,14 @@ impl Config {
     /// The app whose callbacks carry `app_id`, or — when the callback names
     /// no app — the provider's only app if exactly one is configured.
     pub fn find_app(&self, provider: Provider, app_id: Option<&str>) -> Option<&App> {
-        match app_id {
-            Some(id) => self
-                .apps
-                .iter()
-                .find(|a| a.provider == provider && a.app_id == id),
-            None => {
-                let mut it = self.apps.iter().filter(|a| a.provider == provider);
-                let only = it.next()?;
-                it.next().is_none().then_some(only)
-            }
+        crate::providers::find_app(&self.apps, provider, app_id)
+    }
+
+    /// What a vendor's [`crate::providers::Authenticate`] needs of the config.
+    pub fn auth_context(&self) -> AuthContext<'_> {
+        AuthContext {
+            apps: &self.apps,
+            tolerance_secs: self.server.timestamp_tolerance_secs,
         }
     }
 }

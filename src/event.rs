@@ -68,24 +68,6 @@ pub fn dedup_key(provider: Provider, app_id: &str, payload: &Value, ignore: &[&s
     short_hex(&h.finalize())
 }
 
-/// The key under which a ZEGO signature is remembered (to refuse its reuse
-/// with another body): the app and the lower-case signature, nothing else.
-///
-/// The signed string is the sorted secret, timestamp and nonce joined with
-/// no separator, so the same signature stands for many (timestamp, nonce)
-/// splits of one digit string: `1795986177` + `4159245375106675073` signs
-/// exactly like `1795986177415` + `9245375106675073`. Keying on those texts
-/// let a captured signature carry a forged body under a re-split, "fresh"
-/// millisecond timestamp; keying on the signature alone closes that.
-pub fn signature_key(app_id: &str, signature: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [app_id, &signature.to_ascii_lowercase()] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    short_hex(&h.finalize())
-}
-
 fn hash_str(h: &mut Sha256, s: &str) {
     h.update((s.len() as u64).to_le_bytes());
     h.update(s.as_bytes());
@@ -154,12 +136,5 @@ mod tests {
             dedup_key(Provider::Zego, "1", &json!({"a":"1"}), &[]),
             dedup_key(Provider::Zego, "1", &json!({"a":1}), &[])
         );
-    }
-
-    #[test]
-    fn signature_key_is_case_insensitive_in_the_signature_and_scoped_to_the_app() {
-        assert_eq!(signature_key("1", "ABC"), signature_key("1", "abc"));
-        assert_ne!(signature_key("1", "abc"), signature_key("2", "abc"));
-        assert_ne!(signature_key("1", "abc"), signature_key("1", "abd"));
     }
 }

@@ -8,12 +8,14 @@
 //! commit, so the vendor hears back in milliseconds whatever the sinks do.
 
 use crate::clock;
+use crate::config::Config;
 use crate::decode::DecodeError;
 use crate::error::IngestError;
 use crate::event::{self, Envelope};
+use crate::metrics::Metrics;
 use crate::providers::{Authenticated, Family, Parsed};
-use crate::server::AppState;
 use crate::spool::{self, Appended, NewEvent};
+use crate::store::Store;
 use crate::verify::Verified;
 use axum::Json;
 use axum::http::HeaderMap;
@@ -43,19 +45,27 @@ impl Ack {
 /// is no event type but an attack on whatever indexes or prints kinds.
 pub const MAX_KIND_CHARS: usize = 128;
 
+/// What the pipeline works with: the config in force, the store, metrics.
+#[derive(Clone, Copy)]
+pub struct Pipeline<'a> {
+    pub config: &'a Config,
+    pub store: &'a Store,
+    pub metrics: &'a Metrics,
+}
+
 /// One callback of `family`, its body read in full.
 pub async fn ingest(
-    state: &AppState,
+    state: Pipeline<'_>,
     family: Family,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Json<Ack>, IngestError> {
-    let config = state.config();
     let now = clock::now_ms();
-    let verified = family
-        .def()
-        .auth
-        .authenticate(&config, headers, body, now)?;
+    let verified =
+        family
+            .def()
+            .auth
+            .authenticate(state.config.auth_context(), headers, body, now)?;
     let provider = family.provider();
     let proof = verified.get();
     state
@@ -79,7 +89,7 @@ pub async fn ingest(
 /// A repeat whose original is already committed is answered without
 /// touching the spool (the common case for vendor retries).
 fn answer_from_memory(
-    state: &AppState,
+    state: Pipeline<'_>,
     family: Family,
     dedup_key: &str,
     sig_key: Option<&str>,
@@ -122,7 +132,7 @@ fn build_event(
     // never reaches the envelope: not sinks, logs nor dead letters.
     if let Value::Object(map) = &mut payload {
         for key in credential_keys {
-            map.remove(*key);
+            map.shift_remove(*key);
         }
     }
     let id = event::new_id();
@@ -155,7 +165,7 @@ fn build_event(
 }
 
 async fn store(
-    state: &AppState,
+    state: Pipeline<'_>,
     family: Family,
     event: Verified<NewEvent>,
 ) -> Result<Json<Ack>, IngestError> {

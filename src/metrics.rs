@@ -3,7 +3,7 @@
 //! one per configured sink and family, at 0 — so dashboards and alerts
 //! never see a gap.
 
-use crate::config::Config;
+use crate::providers::App;
 use crate::providers::{FAMILIES, Family as CallbackFamily};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -102,7 +102,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(config: &Config) -> Metrics {
+    /// The registry, with every series of the `sinks` and `apps` given.
+    pub fn new<S: AsRef<str>>(sinks: &[S], apps: &[App]) -> Metrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let events = Family::<EventLabels, Counter>::default();
@@ -205,9 +206,9 @@ impl Metrics {
             }
         }
         let mut progress = HashMap::new();
-        for sink in &config.sinks {
+        for sink in sinks {
             let label = SinkLabel {
-                sink: sink.name().to_owned(),
+                sink: sink.as_ref().to_owned(),
             };
             let _ = spool_pending.get_or_create(&label);
             let _ = spool_oldest_pending_seconds.get_or_create(&label);
@@ -236,13 +237,13 @@ impl Metrics {
             secret_matches,
             progress,
         };
-        metrics.register_apps(config);
+        metrics.register_apps(apps);
         metrics
     }
 
     /// Pre-creates the secret-match series of the configured apps (also after a reload).
-    pub fn register_apps(&self, config: &Config) {
-        for app in &config.apps {
+    pub fn register_apps(&self, apps: &[App]) {
+        for app in apps {
             for position in 0..app.secrets.len() {
                 let _ = self.secret_matches.get_or_create(&SecretLabels {
                     provider: app.provider.as_str().into(),

@@ -203,13 +203,52 @@ pub struct Authenticated {
     pub probe: bool,
 }
 
+/// A vendor app whose callbacks we accept (`[[apps]]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct App {
+    pub provider: Provider,
+    /// ZEGO AppID or NetEase AppKey, as text.
+    pub app_id: String,
+    /// Newest first; any of them verifies (rotation without a window of rejections).
+    pub secrets: Vec<crate::secret::SecretString>,
+}
+
+/// The app whose callbacks carry `app_id`, or — when the callback names no
+/// app — the provider's only app if exactly one is configured.
+pub fn find_app<'a>(apps: &'a [App], provider: Provider, app_id: Option<&str>) -> Option<&'a App> {
+    match app_id {
+        Some(id) => apps
+            .iter()
+            .find(|a| a.provider == provider && a.app_id == id),
+        None => {
+            let mut it = apps.iter().filter(|a| a.provider == provider);
+            let only = it.next()?;
+            it.next().is_none().then_some(only)
+        }
+    }
+}
+
+/// What authentication needs of the config in force: the apps and the
+/// timestamp tolerance.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthContext<'a> {
+    pub apps: &'a [App],
+    pub tolerance_secs: u64,
+}
+
+impl AuthContext<'_> {
+    pub fn find_app(&self, provider: Provider, app_id: Option<&str>) -> Option<&App> {
+        find_app(self.apps, provider, app_id)
+    }
+}
+
 /// How one vendor proves a request genuine (one implementation per vendor,
 /// shared by its families): headers + body → the app, the payload and a
 /// replay key, or the error to answer.
 pub trait Authenticate: Sync {
     fn authenticate(
         &self,
-        config: &crate::config::Config,
+        context: AuthContext<'_>,
         headers: &axum::http::HeaderMap,
         body: &[u8],
         now_ms: i64,

@@ -61,7 +61,8 @@ impl Application {
             .iter()
             .map(|s| (s.name().to_owned(), s.kind().to_owned()))
             .collect();
-        let metrics = Arc::new(Metrics::new(&config));
+        let sink_names: Vec<&str> = config.sinks.iter().map(|s| s.name()).collect();
+        let metrics = Arc::new(Metrics::new(&sink_names, &config.apps));
         let store = open_store(&config, &names).await?;
         let delivery = Delivery::start(sinks, &store, Arc::clone(&metrics)).await?;
         let listener = TcpListener::bind(config.server.listen)

@@ -202,7 +202,12 @@ async fn receive(
         .work
         .try_acquire()
         .map_err(|_| IngestError::Overloaded)?;
-    ingest::ingest(state, family, &parts.headers, &bytes).await
+    let pipeline = ingest::Pipeline {
+        config: &config,
+        store: &state.store,
+        metrics: &state.metrics,
+    };
+    ingest::ingest(pipeline, family, &parts.headers, &bytes).await
 }
 
 fn body_error(e: axum::Error) -> IngestError {

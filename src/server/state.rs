@@ -54,7 +54,7 @@ impl AppState {
     pub fn reload_apps(&self, new: Config) {
         let mut next = (*self.config()).clone();
         next.apps = new.apps;
-        self.metrics.register_apps(&next);
+        self.metrics.register_apps(&next.apps);
         self.replace_config(Arc::new(next));
     }
 

@@ -28,6 +28,7 @@ pub mod operator;
 use crate::metrics::SinkProgress;
 use crate::spool::{Recent, Spool};
 use crate::verify::Verified;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,15 @@ use std::time::Duration;
 pub use crate::spool::{Appended, DeadLetter, FailedAttempt, NewEvent, SpoolError, StoredEvent};
 pub use local::LocalFeed;
 pub use nats::{NatsFeed, NatsStore};
+
+/// `[spool] backend`: which implementation stores events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Local,
+    Nats,
+}
 
 /// The durable store of this process.
 #[derive(Clone)]

@@ -2,14 +2,15 @@
 //! show`) need from the store, for either backend: the local spool file, or
 //! the JetStream stream and buckets every replica shares.
 
+use super::Backend;
 use super::SpoolError;
 use super::nats::{NatsStoreConfig, StoredDeadLetter, dead_letter_key, dead_letters_of};
-use crate::config::{Backend, Config};
 use crate::nats::name_token;
 use crate::spool::admin::{Admin, DeadLetterRow, kind_of};
 use async_nats::jetstream::{self, consumer, kv, stream};
 use axum::body::Bytes;
 use futures_util::StreamExt;
+use std::path::Path;
 use std::time::Duration;
 
 /// The store, opened for an operator.
@@ -19,14 +20,19 @@ pub enum Operator {
 }
 
 impl Operator {
-    /// Opens the store `config` names.
-    pub fn open(config: &Config) -> anyhow::Result<Operator> {
-        match (config.spool.backend, &config.nats) {
+    /// Opens the store `backend` names: the spool in `dir`, or the
+    /// JetStream store of `nats` (whose `sinks` are asked about).
+    pub fn open(
+        backend: Backend,
+        dir: &Path,
+        nats: Option<&NatsStoreConfig>,
+        sinks: Vec<String>,
+    ) -> anyhow::Result<Operator> {
+        match (backend, nats) {
             (Backend::Nats, Some(nats)) => {
-                let sinks = config.sinks.iter().map(|s| s.name().to_owned()).collect();
                 Ok(Operator::Nats(Box::new(NatsOperator::open(nats, sinks)?)))
             }
-            _ => Ok(Operator::Local(Admin::open(&config.spool.dir)?)),
+            _ => Ok(Operator::Local(Admin::open(dir)?)),
         }
     }
 

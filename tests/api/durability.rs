@@ -163,7 +163,15 @@ async fn sigkill_under_concurrent_load_loses_no_acknowledged_event() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill once the load is well under way (however busy the machine is).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 60 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the load did not get going"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     bin.kill9(); // mid-load: requests are in flight
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.cancel();

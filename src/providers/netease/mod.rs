@@ -5,10 +5,9 @@
 
 pub mod cloud_play;
 
-use crate::config::Config;
 use crate::decode;
 use crate::error::IngestError;
-use crate::providers::{Authenticate, Authenticated, Provider, SignInput};
+use crate::providers::{AuthContext, Authenticate, Authenticated, Provider, SignInput};
 use crate::verify::{self, Verified, VerifyError};
 use axum::http::HeaderMap;
 use serde_json::Value;
@@ -21,13 +20,13 @@ pub struct NeteaseChecksum;
 impl Authenticate for NeteaseChecksum {
     fn authenticate(
         &self,
-        config: &Config,
+        context: AuthContext<'_>,
         headers: &HeaderMap,
         body: &[u8],
         now_ms: i64,
     ) -> Result<Verified<Authenticated>, IngestError> {
         let signing = verify::netease::signing_headers(headers)?;
-        let app = config
+        let app = context
             .find_app(Provider::Netease, signing.app_key.as_deref())
             .ok_or(VerifyError::UnknownApp)?;
         let verified = verify::netease::verify(
@@ -36,7 +35,7 @@ impl Authenticate for NeteaseChecksum {
             &signing,
             &app.secrets,
             now_ms,
-            config.server.timestamp_tolerance_secs,
+            context.tolerance_secs,
         )?;
         // Only now, the body proven, is it decoded.
         Ok(verified.map(|body| {

@@ -9,16 +9,15 @@ pub mod cloud_player;
 pub mod compose;
 pub mod stream;
 
-use crate::config::Config;
 use crate::decode::{self, DecodeError};
 use crate::error::IngestError;
-use crate::event;
 use crate::providers::lenient::string_value;
-use crate::providers::{Authenticate, Authenticated, Provider, SignInput};
+use crate::providers::{AuthContext, Authenticate, Authenticated, Provider, SignInput};
 use crate::verify::zego::Casing;
 use crate::verify::{self, Verified, VerifyError};
 use axum::http::HeaderMap;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 /// ZEGO's proof: `timestamp`/`nonce`/`signature` fields in the body, in the
 /// family's casing, signed with the app's CallbackSecret.
@@ -34,7 +33,7 @@ const CREDENTIAL_KEYS: [&str; 2] = ["signature", "Signature"];
 impl Authenticate for ZegoSignature {
     fn authenticate(
         &self,
-        config: &Config,
+        context: AuthContext<'_>,
         _headers: &HeaderMap,
         body: &[u8],
         now_ms: i64,
@@ -44,11 +43,11 @@ impl Authenticate for ZegoSignature {
             return Err(DecodeError::Malformed.into());
         }
         let fields = verify::zego::signing_fields(&payload, self.0)?;
-        let app = config
+        let app = context
             .find_app(Provider::Zego, app_id(&payload).as_deref())
             .ok_or(VerifyError::UnknownApp)?;
         let authenticated = Authenticated {
-            replay_key: Some(event::signature_key(&app.app_id, &fields.signature)),
+            replay_key: Some(signature_key(&app.app_id, &fields.signature)),
             app_id: app.app_id.clone(),
             payload,
             volatile_keys: &SIGNING_KEYS,
@@ -60,7 +59,7 @@ impl Authenticate for ZegoSignature {
             &fields,
             &app.secrets,
             now_ms,
-            config.server.timestamp_tolerance_secs,
+            context.tolerance_secs,
         )?)
     }
 
@@ -125,6 +124,25 @@ impl Authenticate for ZegoSignature {
     }
 }
 
+/// The key under which a ZEGO signature is remembered (to refuse its reuse
+/// with another body): the app and the lower-case signature, nothing else.
+///
+/// The signed string is the sorted secret, timestamp and nonce joined with
+/// no separator, so the same signature stands for many (timestamp, nonce)
+/// splits of one digit string: `1795986177` + `4159245375106675073` signs
+/// exactly like `1795986177415` + `9245375106675073`. Keying on those texts
+/// let a captured signature carry a forged body under a re-split, "fresh"
+/// millisecond timestamp; keying on the signature alone closes that.
+pub fn signature_key(app_id: &str, signature: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [app_id, &signature.to_ascii_lowercase()] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    // The first 128 bits, as the dedup key: collision-safe, half the index.
+    hex::encode(&h.finalize()[..16])
+}
+
 /// The ZEGO app id named in a payload, as a string.
 ///
 /// The stream family writes `appid` (a string, or a number in
@@ -165,6 +183,13 @@ pub fn without_signing(payload: &Value) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn signature_key_is_case_insensitive_in_the_signature_and_scoped_to_the_app() {
+        assert_eq!(signature_key("1", "ABC"), signature_key("1", "abc"));
+        assert_ne!(signature_key("1", "abc"), signature_key("2", "abc"));
+        assert_ne!(signature_key("1", "abc"), signature_key("1", "abd"));
+    }
 
     #[test]
     fn app_id_reads_every_zego_spelling_as_a_string() {
