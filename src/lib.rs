@@ -27,6 +27,7 @@
 //!   SQLite implementation, [`store::nats`] the JetStream one shared by
 //!   replicas ([`nats`]: connecting).
 //! - [`delivery`]: workers moving events from the store to [`sinks`].
+//! - [`live`]: the live streams and player states derived from stored events.
 //! - [`metrics`]: Prometheus metrics; [`send`]: signed test callbacks.
 //! - [`clock`], [`telemetry`], [`shutdown`], [`cli`]: process wiring.
 
@@ -38,6 +39,7 @@ pub mod delivery;
 pub mod error;
 pub mod event;
 pub mod ingest;
+pub mod live;
 pub mod metrics;
 pub mod nats;
 pub mod providers;
