@@ -115,6 +115,14 @@ fn admin(command: Command) -> anyhow::Result<ExitCode> {
         Command::CheckConfig(config) => {
             let config = config.load()?;
             print!("{}", redacted(&config)?);
+            // In words, on stderr: stdout stays parseable TOML.
+            for sink in &config.sinks {
+                eprintln!(
+                    "sink {} receives: {}",
+                    printable(sink.name()),
+                    printable(&sink.common.describe())
+                );
+            }
             eprintln!(
                 "config is valid: {} app(s), {} sink(s)",
                 config.apps.len(),
