@@ -446,9 +446,13 @@ impl Route {
         let any = |list: &Option<Vec<String>>, value: &str| {
             list.as_ref().is_none_or(|l| l.iter().any(|x| x == value))
         };
+        // The envelope keeps the vendor's text of a kind the parser does not
+        // know; the family's list calls it `unknown`, and so does `match`.
+        let kind =
+            Family::by_name(&head.family).map_or(head.kind.as_str(), |f| f.kind_label(&head.kind));
         any(&self.config.provider, &head.provider)
             && any(&self.config.family, &head.family)
-            && any(&self.config.kind, &head.kind)
+            && any(&self.config.kind, kind)
             && any(&self.config.app_id, &head.app_id)
             && self.fields.iter().all(|(path, values)| {
                 lookup(&head.event, path).is_some_and(|v| values.iter().any(|x| x.matches(v)))
@@ -507,6 +511,14 @@ mod tests {
         assert!(r.accepts(&ev("stream_create", "1234567890")));
         assert!(r.accepts(&ev("stream_close", "1234567890")));
         assert!(!r.accepts(&ev("unknown", "1234567890")));
+        assert!(!r.accepts(&ev("brand_new", "1234567890")));
+        let unknown = common(r#"match = { kind = "unknown" }"#);
+        let u = Route::new(unknown.route.as_ref()).unwrap();
+        assert!(
+            u.accepts(&ev("brand_new", "1")),
+            "a kind the parser does not know is `unknown`"
+        );
+        assert!(!u.accepts(&ev("stream_create", "1")));
         assert!(!r.accepts(&ev("stream_create", "222")));
         assert!(!r.accepts(&envelope(
             "zego",
