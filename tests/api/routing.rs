@@ -555,3 +555,66 @@ max_in_flight = 2"#
     assert_eq!(hooks["max_in_flight"].as_integer(), Some(2));
     assert_eq!(hooks["match"]["kind"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_nats_store_a_sink_gets_only_what_its_match_accepts_and_no_backlog_of_the_rest() {
+    let Some(nats) = crate::nats_harness::NatsServer::start().await else {
+        return;
+    };
+    let receiver = TestReceiver::start(Mode::Status(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Binary::start(&crate::nats_store::replica_config_with_sink(
+        dir.path(),
+        &[nats.url()],
+        &receiver.url(),
+        "",
+        r#"match = { family = "stream", kind = "stream_close" }"#,
+    ));
+    crate::nats_store::wait_ready(&bin).await;
+    let client = reqwest::Client::new();
+    let post = |payload: Value| {
+        let client = client.clone();
+        let url = bin.url(STREAM);
+        async move {
+            let resp = client.post(url).json(&payload).send().await.unwrap();
+            let (status, ack) = json_body(resp).await;
+            assert_eq!(status, 200, "{ack}");
+            ack["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let mut closes = Vec::new();
+    for i in 0..20 {
+        post(stream_create(&format!("n-{i}"))).await;
+        if i % 5 == 0 {
+            closes.push(
+                post(zego_event(
+                    ZEGO_APP,
+                    "stream_close",
+                    json!({"stream_id": format!("n-{i}"), "type": "1"}),
+                ))
+                .await,
+            );
+        }
+    }
+    let want: Vec<&String> = closes.iter().collect();
+    got_exactly(&receiver, &want, "hooks").await;
+    let metrics_url = bin.url("/metrics");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = metrics_at(&client, &metrics_url).await;
+        let filtered = series(
+            &text,
+            "hookrelay_deliveries_total{sink=\"hooks\",outcome=\"filtered\"}",
+        );
+        let pending = series(&text, "hookrelay_spool_pending{sink=\"hooks\"}");
+        if filtered == Some(20.0) && pending == Some(0.0) {
+            assert_eq!(deliveries(&text, "hooks", "delivered"), 4.0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "filtered {filtered:?}, pending {pending:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
