@@ -14,10 +14,21 @@
 //! rejects, or that fails `max_attempts` times, moves to the sink's dead
 //! letters with its last status and error; nothing is dropped silently.
 //! Dead letters an operator replays are picked up within a second.
+//!
+//! Routing and pace are the worker's too, so every sink kind and both store
+//! backends get them: an event the sink's `match` does not accept is never
+//! offered to it — it is marked done with the rest of its batch (so it
+//! holds back neither the sink's cursor, its backlog gauges nor retention)
+//! and counts as `filtered`. The rule is applied when the worker reads an
+//! event, so after a restart with a changed `match`, events still pending
+//! for the sink follow the new rule. `max_per_second` is a token bucket
+//! holding one second's worth, taken before each offer (retries and probes
+//! included): a paced sink builds a backlog in the store, never in the
+//! request path or in another sink's worker.
 
 use crate::clock::now_ms;
 use crate::metrics::{Metrics, SinkProgress};
-use crate::sinks::{Outcome, RetryPolicy, Sink};
+use crate::sinks::{Outcome, RetryPolicy, Route, Sink, SinkCommon};
 use crate::store::{DeadLetter, FailedAttempt, Feed, SpoolError, Store, StoredEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,15 +59,16 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Starts one worker per sink, each on its own [`Feed`] of `store`.
+    /// Starts one worker per sink, each on its own [`Feed`] of `store`,
+    /// routing and pacing as the sink's [`SinkCommon`] says.
     pub async fn start(
-        sinks: Vec<Sink>,
+        sinks: Vec<(Sink, SinkCommon)>,
         store: &Store,
         metrics: Arc<Metrics>,
     ) -> Result<Delivery, SpoolError> {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        for sink in sinks {
+        for (sink, common) in sinks {
             let progress = metrics.progress(sink.name());
             let (feed, state) = store.feed(sink.name(), Arc::clone(&progress)).await?;
             let mut backoff = Backoff::default();
@@ -78,6 +90,11 @@ impl Delivery {
                 feed,
                 cancel: cancel.clone(),
                 backoff,
+                route: Route::new(common.route.as_ref()),
+                batch: common
+                    .max_per_second
+                    .map_or(BATCH, |r| (r as usize).clamp(1, BATCH)),
+                pace: common.max_per_second.map(Pace::new),
             };
             tasks.spawn(worker.run(state.attempts));
         }
@@ -139,6 +156,60 @@ impl Backoff {
     }
 }
 
+/// At most `rate` events a second: a token bucket holding one second's
+/// worth (so a burst after a quiet spell is at most `rate`).
+#[derive(Debug, Clone)]
+pub struct Pace {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Pace {
+    /// A full bucket of `per_second` tokens.
+    pub fn new(per_second: u32) -> Pace {
+        let rate = f64::from(per_second.max(1));
+        Pace {
+            rate,
+            tokens: rate,
+            at: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let earned = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + earned).min(self.rate);
+        self.at = now;
+    }
+
+    /// How long until a token is there (zero: now).
+    pub fn wait(&mut self) -> Duration {
+        self.refill();
+        if self.tokens >= 1.0 - TOKEN_EPSILON {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+        }
+    }
+
+    /// Takes up to `want` of the tokens there now; returns how many.
+    pub fn take(&mut self, want: usize) -> usize {
+        self.refill();
+        let n = ((self.tokens + TOKEN_EPSILON).floor().max(0.0) as usize).min(want);
+        self.tokens -= n as f64;
+        n
+    }
+
+    /// Returns tokens taken for events that were not sent after all.
+    pub fn give_back(&mut self, n: usize) {
+        self.tokens = (self.tokens + n as f64).min(self.rate);
+    }
+}
+
+/// Float slack, so a sleep computed to the nanosecond yields its token.
+const TOKEN_EPSILON: f64 = 1e-6;
+
 /// What finally became of an event at a sink.
 #[derive(Debug, Clone)]
 enum Final {
@@ -179,6 +250,13 @@ struct Worker {
     feed: Feed,
     cancel: CancellationToken,
     backoff: Backoff,
+    /// The sink's `match`; `None` = every event.
+    route: Option<Route>,
+    /// Events read per batch: fewer when paced, so progress is recorded
+    /// about once a second rather than once per `BATCH` events.
+    batch: usize,
+    /// The sink's `max_per_second`.
+    pace: Option<Pace>,
 }
 
 impl Worker {
@@ -210,7 +288,7 @@ impl Worker {
                     Err(e) => tracing::warn!(sink = %name, error = %e, "cannot read replays"),
                 }
             }
-            let batch = match self.feed.next(BATCH).await {
+            let batch = match self.feed.next(self.batch).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(sink = %name, error = %e, "cannot read the store; retrying");
@@ -226,16 +304,34 @@ impl Worker {
                     _ = self.cancel.cancelled() => break,
                 }
             }
-            let short = batch.len() < BATCH;
+            let short = batch.len() < self.batch;
             self.progress
                 .oldest_pending_ms
                 .store(batch[0].received_at_ms, Ordering::Relaxed);
-            let Some(finals) = self.deliver_all(batch.clone(), &mut attempts, false).await else {
-                break; // cancelled: this batch is offered again after restart
+            // Only what the sink's `match` accepts is offered; the rest is
+            // done with the batch.
+            let offered: Vec<StoredEvent> = match &self.route {
+                None => batch.clone(),
+                Some(route) => batch
+                    .iter()
+                    .filter(|e| route.accepts(&e.envelope))
+                    .cloned()
+                    .collect(),
             };
-            let dead: Vec<DeadLetter> = batch
-                .iter()
-                .cloned()
+            let filtered = (batch.len() - offered.len()) as u64;
+            let finals = if offered.is_empty() {
+                Vec::new()
+            } else {
+                match self
+                    .deliver_all(offered.clone(), &mut attempts, false)
+                    .await
+                {
+                    Some(finals) => finals,
+                    None => break, // cancelled: this batch is offered again after restart
+                }
+            };
+            let dead: Vec<DeadLetter> = offered
+                .into_iter()
                 .zip(finals)
                 .filter_map(|(event, f)| f.dead_letter(event))
                 .collect();
@@ -262,6 +358,7 @@ impl Worker {
             if any_dead {
                 self.refresh_dead_letter_gauge().await;
             }
+            self.metrics.delivery(&self.name, "filtered", filtered);
             attempts.clear();
             self.progress
                 .cursor
@@ -321,12 +418,35 @@ impl Worker {
                 }
             }
             // While failing, probe with the first pending event only.
-            let offer: Arc<[StoredEvent]> = if self.backoff.is_failing() {
-                pending[..1].to_vec().into()
+            let mut n = if self.backoff.is_failing() {
+                1
             } else {
-                pending.clone().into()
+                pending.len()
             };
+            if self.pace.is_some() {
+                loop {
+                    let wait = self.pace.as_mut().map_or(Duration::ZERO, Pace::wait);
+                    if wait.is_zero() {
+                        break;
+                    }
+                    if self.pause(wait).await {
+                        return None;
+                    }
+                }
+                n = self.pace.as_mut().map_or(n, |p| p.take(n));
+            }
+            // A prefix of what is pending: each resource's events stay in order.
+            let offer: Arc<[StoredEvent]> = pending[..n].to_vec().into();
             let outcomes = self.sink.deliver(Arc::clone(&offer)).await;
+            if let Some(pace) = &mut self.pace {
+                // Not sent (an earlier event of its resource failed): no token spent.
+                pace.give_back(
+                    outcomes
+                        .iter()
+                        .filter(|o| matches!(o, Outcome::Deferred))
+                        .count(),
+                );
+            }
             let now = now_ms();
             let (mut delivered, mut retried, mut dead) = (0u64, 0u64, 0u64);
             let mut failed = Vec::new();

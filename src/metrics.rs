@@ -59,7 +59,8 @@ pub struct SecretLabels {
 }
 
 /// Delivery outcomes counted in `hookrelay_deliveries_total`.
-pub const OUTCOMES: [&str; 3] = ["delivered", "retry", "dead_letter"];
+/// `filtered`: not offered, the sink's `match` does not accept it.
+pub const OUTCOMES: [&str; 4] = ["delivered", "retry", "dead_letter", "filtered"];
 
 /// The rejection codes a callback route can answer.
 pub const REJECTION_CODES: [&str; 9] = [
@@ -157,7 +158,7 @@ impl Metrics {
         );
         registry.register(
             "hookrelay_deliveries",
-            "Delivery attempts by outcome: delivered, retry, dead_letter",
+            "Delivery attempts by outcome: delivered, retry, dead_letter; and events filtered (not for the sink)",
             deliveries.clone(),
         );
         registry.register(

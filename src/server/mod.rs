@@ -55,11 +55,11 @@ impl Application {
         let sinks = config
             .sinks
             .iter()
-            .map(Sink::build)
+            .map(|c| Ok((Sink::build(c)?, c.common.clone())))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let names: Vec<(String, String)> = sinks
             .iter()
-            .map(|s| (s.name().to_owned(), s.kind().to_owned()))
+            .map(|(s, _)| (s.name().to_owned(), s.kind().to_owned()))
             .collect();
         let sink_names: Vec<&str> = config.sinks.iter().map(|s| s.name()).collect();
         let metrics = Arc::new(Metrics::new(&sink_names, &config.apps));

@@ -61,9 +61,13 @@ pub struct HttpSinkConfig {
     /// Extra headers sent with every request.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// Requests in flight at once. Default 8.
+    /// Requests in flight at once. Default 8. An older name of
+    /// `max_in_flight`, still accepted; `max_in_flight` wins.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Requests in flight at once (default: `concurrency`, 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
     /// Allow an `http://` URL to a host that is not loopback (events and
     /// signatures then cross the network in clear text). Default false.
     #[serde(default)]
@@ -128,6 +132,9 @@ impl SinkKind for HttpSinkConfig {
         if self.concurrency == 0 {
             bail!("invalid config at `sinks[{i}].concurrency`: must be at least 1");
         }
+        if self.max_in_flight == Some(0) {
+            bail!("invalid config at `sinks[{i}].max_in_flight`: must be at least 1");
+        }
         for (k, v) in &self.headers {
             if HeaderName::from_bytes(k.as_bytes()).is_err() || HeaderValue::from_str(v).is_err() {
                 bail!("invalid config at `sinks[{i}].headers.{k}`: not a valid HTTP header");
@@ -138,6 +145,13 @@ impl SinkKind for HttpSinkConfig {
 
     fn build(&self, name: &str) -> anyhow::Result<HttpSink> {
         HttpSink::new(name, self)
+    }
+}
+
+impl HttpSinkConfig {
+    /// Requests in flight at once: `max_in_flight`, else `concurrency`.
+    pub fn in_flight(&self) -> usize {
+        self.max_in_flight.unwrap_or(self.concurrency).max(1)
     }
 }
 
@@ -279,7 +293,7 @@ impl HttpSink {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
             .connect_timeout(Duration::from_millis(config.timeout_ms))
-            .pool_max_idle_per_host(config.concurrency)
+            .pool_max_idle_per_host(config.in_flight())
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("hookrelay/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -292,7 +306,7 @@ impl HttpSink {
                 origin,
                 key,
                 headers,
-                concurrency: Arc::new(Semaphore::new(config.concurrency.max(1))),
+                concurrency: Arc::new(Semaphore::new(config.in_flight())),
             }),
         })
     }
@@ -528,6 +542,15 @@ mod tests {
     }
 
     #[test]
+    fn max_in_flight_wins_over_its_older_name_concurrency() {
+        let with = |extra: &str| config(&format!("secret = \"{WHSEC}\"\n{extra}"));
+        assert_eq!(with("").in_flight(), 8);
+        assert_eq!(with("concurrency = 3").in_flight(), 3);
+        assert_eq!(with("max_in_flight = 2").in_flight(), 2);
+        assert_eq!(with("concurrency = 3\nmax_in_flight = 5").in_flight(), 5);
+    }
+
+    #[test]
     fn validation_decodes_the_secret_once_and_names_each_bad_key() {
         let mut c = config(&format!("secret = \"{WHSEC}\""));
         c.validate(1).unwrap();
@@ -573,7 +596,7 @@ mod tests {
             refusal(config("secret = \"plain\"")),
             "invalid config at `sinks[1].secret`: must start with `whsec_` (Standard Webhooks)"
         );
-        for key in ["timeout_ms", "max_attempts", "concurrency"] {
+        for key in ["timeout_ms", "max_attempts", "concurrency", "max_in_flight"] {
             assert_eq!(
                 refusal(with(&format!("{key} = 0"))),
                 format!("invalid config at `sinks[1].{key}`: must be at least 1")

@@ -14,6 +14,7 @@ pub mod file;
 pub mod http;
 pub mod log;
 pub mod nats;
+pub mod routing;
 
 use crate::spool::StoredEvent;
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
@@ -22,6 +23,8 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use routing::{Route, SinkCommon};
 
 /// A kind of sink, implemented by its `[[sinks]]` config type.
 pub trait SinkKind: Sized + for<'de> Deserialize<'de> + Serialize {
@@ -117,10 +120,21 @@ pub fn validate(sinks: &mut [SinkConfig]) -> anyhow::Result<()> {
 /// every `match` over them.
 macro_rules! sink_kinds {
     ($($variant:ident($config:ty)),* $(,)?) => {
-        /// One `[[sinks]]` entry: a table whose `kind` picks the variant and
-        /// whose other keys are that kind's config. Serializes the same way.
+        /// One `[[sinks]]` entry: a table whose `kind` picks the kind's config,
+        /// whose `match` and `max_per_second` every
+        /// kind takes, and whose other keys are that kind's config.
+        /// Serializes the same way.
         #[derive(Debug, Clone)]
-        pub enum SinkConfig {
+        pub struct SinkConfig {
+            /// `match` and `max_per_second`.
+            pub common: SinkCommon,
+            /// The kind's own keys.
+            pub own: KindConfig,
+        }
+
+        /// The config of one kind of sink.
+        #[derive(Debug, Clone)]
+        pub enum KindConfig {
             $($variant($config),)*
         }
 
@@ -134,34 +148,39 @@ macro_rules! sink_kinds {
 
         impl SinkConfig {
             pub fn kind(&self) -> &'static str {
-                match self {
-                    $(SinkConfig::$variant(_) => <$config as SinkKind>::KIND,)*
+                match &self.own {
+                    $(KindConfig::$variant(_) => <$config as SinkKind>::KIND,)*
                 }
             }
 
             /// The sink's name (after validation, never empty).
             pub fn name(&self) -> &str {
-                match self {
-                    $(SinkConfig::$variant(c) => c.name().unwrap_or_default(),)*
+                match &self.own {
+                    $(KindConfig::$variant(c) => c.name().unwrap_or_default(),)*
                 }
             }
 
             fn name_mut(&mut self) -> &mut Option<String> {
-                match self {
-                    $(SinkConfig::$variant(c) => c.name_mut(),)*
+                match &mut self.own {
+                    $(KindConfig::$variant(c) => c.name_mut(),)*
                 }
             }
 
             fn validate(&mut self, index: usize) -> anyhow::Result<()> {
-                match self {
-                    $(SinkConfig::$variant(c) => c.validate(index),)*
+                match &mut self.own {
+                    $(KindConfig::$variant(c) => c.validate(index)?,)*
                 }
+                self.common.validate(index)
             }
 
-            /// The config of `kind` from the entry's other keys.
-            fn from_table(kind: &str, table: toml::Table) -> Result<SinkConfig, toml::de::Error> {
+            /// The config of `kind` from the entry's other keys: first the
+            /// keys every kind takes, then the kind's own (which refuse any
+            /// key they do not know).
+            fn from_table(kind: &str, mut table: toml::Table) -> Result<SinkConfig, toml::de::Error> {
+                let common = SinkCommon::take_from(&mut table)?;
                 $(if kind == <$config as SinkKind>::KIND {
-                    return <$config>::deserialize(toml::Value::Table(table)).map(SinkConfig::$variant);
+                    return <$config>::deserialize(toml::Value::Table(table))
+                        .map(|c| SinkConfig { common, own: KindConfig::$variant(c) });
                 })*
                 Err(de::Error::unknown_variant(kind, KINDS))
             }
@@ -169,16 +188,16 @@ macro_rules! sink_kinds {
 
         impl Serialize for SinkConfig {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                match self {
-                    $(SinkConfig::$variant(c) => Tagged { kind: self.kind(), config: c }.serialize(serializer),)*
+                match &self.own {
+                    $(KindConfig::$variant(c) => Tagged { kind: self.kind(), config: c, common: &self.common }.serialize(serializer),)*
                 }
             }
         }
 
         impl Sink {
             pub fn build(config: &SinkConfig) -> anyhow::Result<Sink> {
-                Ok(match config {
-                    $(SinkConfig::$variant(c) => Sink::$variant(c.build(config.name())?),)*
+                Ok(match &config.own {
+                    $(KindConfig::$variant(c) => Sink::$variant(c.build(config.name())?),)*
                 })
             }
 
@@ -220,12 +239,15 @@ sink_kinds! {
     Nats(nats::NatsSinkConfig),
 }
 
-/// A config serialized with its `kind` first, as `[[sinks]]` writes it.
+/// A config serialized with its `kind` first, as `[[sinks]]` writes it,
+/// and the keys every kind takes last.
 #[derive(Serialize)]
 struct Tagged<'a, C> {
     kind: &'static str,
     #[serde(flatten)]
     config: &'a C,
+    #[serde(flatten)]
+    common: &'a SinkCommon,
 }
 
 /// Reads a `[[sinks]]` table as serde's internally tagged enums do (same
@@ -320,7 +342,10 @@ mod tests {
         );
         assert_eq!(sinks[0].name(), "log-0");
         assert_eq!(sinks[1].name(), "f");
-        let unnamed = SinkConfig::Log(log::LogSinkConfig { name: None });
+        let unnamed = SinkConfig {
+            common: SinkCommon::default(),
+            own: KindConfig::Log(log::LogSinkConfig { name: None }),
+        };
         assert_eq!(
             toml::to_string(&unnamed).unwrap(),
             "kind = \"log\"\n",

@@ -11,8 +11,10 @@ use crate::nats::subject_token;
 use crate::providers::FAMILIES;
 use crate::spool::StoredEvent;
 use anyhow::bail;
+use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::{self, stream};
 use axum::body::Bytes;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +39,9 @@ crate::nats_config! {
         /// Attempts before an event goes to dead letters. Default 12.
         #[serde(default = "default_max_attempts")]
         pub max_attempts: u32,
+        /// Publishes awaiting their PubAck at once. Default 256.
+        #[serde(default = "default_max_in_flight")]
+        pub max_in_flight: usize,
     }
 }
 
@@ -48,6 +53,9 @@ fn default_timeout_ms() -> u64 {
 }
 fn default_max_attempts() -> u32 {
     12
+}
+fn default_max_in_flight() -> usize {
+    256
 }
 
 impl SinkKind for NatsSinkConfig {
@@ -85,6 +93,9 @@ impl SinkKind for NatsSinkConfig {
         }
         if self.max_attempts == 0 {
             bail!("invalid config at `sinks[{i}].max_attempts`: must be at least 1");
+        }
+        if self.max_in_flight == 0 {
+            bail!("invalid config at `sinks[{i}].max_in_flight`: must be at least 1");
         }
         Ok(())
     }
@@ -179,24 +190,30 @@ impl Deliver for NatsSink {
     }
 
     /// Publishes in order (so one resource's events keep their order in
-    /// the stream), then awaits every PubAck.
+    /// the stream) with at most `max_in_flight` publishes awaiting their
+    /// PubAck; each event is delivered once its PubAck comes.
     async fn deliver(&mut self, events: Arc<[StoredEvent]>) -> Vec<Outcome> {
-        let retry = |reason: String| Outcome::Retry {
-            reason,
-            status: None,
-            after: None,
-        };
         let js = match self.context().await {
             Ok(js) => js,
             Err(reason) => return events.iter().map(|_| retry(reason.clone())).collect(),
         };
         let timeout = Duration::from_millis(self.config.timeout_ms);
-        let mut pending = Vec::with_capacity(events.len());
+        let max_in_flight = self.config.max_in_flight.max(1);
+        // Published (or failed) but not yet settled, in order.
+        let mut pending: VecDeque<Result<PublishAckFuture, Outcome>> = VecDeque::new();
+        let mut in_flight = 0;
+        let mut outcomes = Vec::with_capacity(events.len());
         for event in events.iter() {
+            while in_flight >= max_in_flight {
+                if let Some(p) = pending.pop_front() {
+                    in_flight -= usize::from(p.is_ok());
+                    outcomes.push(settle(p, timeout).await);
+                }
+            }
             let routing: Routing = match serde_json::from_str(&event.envelope) {
                 Ok(r) => r,
                 Err(e) => {
-                    pending.push(Err(Outcome::Reject {
+                    pending.push_back(Err(Outcome::Reject {
                         reason: format!("the envelope cannot be routed: {e}"),
                         status: None,
                     }));
@@ -213,27 +230,42 @@ impl Deliver for NatsSink {
             let message = jetstream::message::PublishMessage::build()
                 .payload(Bytes::from(event.envelope.clone()))
                 .message_id(&routing.dedup_key);
-            pending.push(match js.send_publish(subject, message).await {
-                Ok(ack) => Ok(ack),
-                Err(e) => Err(retry(format!("publish failed: {e}"))),
-            });
+            match js.send_publish(subject, message).await {
+                Ok(ack) => {
+                    in_flight += 1;
+                    pending.push_back(Ok(ack));
+                }
+                Err(e) => pending.push_back(Err(retry(format!("publish failed: {e}")))),
+            }
         }
-        let mut outcomes = Vec::with_capacity(pending.len());
         for p in pending {
-            outcomes.push(match p {
-                Err(outcome) => outcome,
-                Ok(ack) => match tokio::time::timeout(timeout, ack).await {
-                    Ok(Ok(_)) => Outcome::Delivered,
-                    Ok(Err(e)) => retry(format!("no PubAck: {e}")),
-                    Err(_) => retry("no PubAck within timeout_ms".into()),
-                },
-            });
+            outcomes.push(settle(p, timeout).await);
         }
         if outcomes.iter().any(|o| matches!(o, Outcome::Retry { .. })) {
             // Look the stream up again next time (it may have been recreated).
             self.stream_ready = false;
         }
         outcomes
+    }
+}
+
+fn retry(reason: String) -> Outcome {
+    Outcome::Retry {
+        reason,
+        status: None,
+        after: None,
+    }
+}
+
+/// The outcome of one publish: delivered once its PubAck came.
+async fn settle(p: Result<PublishAckFuture, Outcome>, timeout: Duration) -> Outcome {
+    match p {
+        Err(outcome) => outcome,
+        Ok(ack) => match tokio::time::timeout(timeout, ack).await {
+            Ok(Ok(_)) => Outcome::Delivered,
+            Ok(Err(e)) => retry(format!("no PubAck: {e}")),
+            Err(_) => retry("no PubAck within timeout_ms".into()),
+        },
     }
 }
 
@@ -257,6 +289,9 @@ mod tests {
         let mut bad = config("subject_prefix = \"a..b\"");
         let e = format!("{:#}", bad.validate(2).unwrap_err());
         assert!(e.contains("sinks[2].subject_prefix"), "{e}");
+        assert_eq!(c.max_in_flight, 256);
+        let mut bad = config("max_in_flight = 0");
+        assert!(format!("{:#}", bad.validate(1).unwrap_err()).contains("sinks[1].max_in_flight"));
         let mut bad = config("max_attempts = 0");
         assert!(format!("{:#}", bad.validate(1).unwrap_err()).contains("sinks[1].max_attempts"));
         let mut none: NatsSinkConfig = toml::from_str("stream = \"S\"").unwrap();

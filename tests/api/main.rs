@@ -14,6 +14,7 @@ mod nats_harness;
 mod nats_store;
 mod netease_cloud_play;
 mod operations;
+mod routing;
 mod secrets;
 mod security;
 mod zego_cloud_player;

@@ -21,6 +21,17 @@ fn replica_config(
     receiver: &str,
     extra: &str,
 ) -> std::path::PathBuf {
+    replica_config_with_sink(dir, servers, receiver, extra, "")
+}
+
+/// [`replica_config`] with `sink_extra` appended to its sink `hooks`.
+pub fn replica_config_with_sink(
+    dir: &Path,
+    servers: &[String],
+    receiver: &str,
+    extra: &str,
+    sink_extra: &str,
+) -> std::path::PathBuf {
     let servers = servers
         .iter()
         .map(|s| format!("\"{s}\""))
@@ -50,7 +61,7 @@ secret = "{NETEASE_SECRET}"
 {sink}
 "#,
         spool = dir.join("unused-spool").display(),
-        sink = http_sink(Some("hooks"), receiver, 2000, ""),
+        sink = http_sink(Some("hooks"), receiver, 2000, sink_extra),
     );
     let path = dir.join("hookrelay.toml");
     std::fs::write(&path, text).unwrap();
@@ -80,7 +91,7 @@ impl Replicas {
 }
 
 /// Polls `/readyz` until the replica reports NATS ready.
-async fn wait_ready(bin: &Binary) {
+pub async fn wait_ready(bin: &Binary) {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
