@@ -595,3 +595,77 @@ async fn tail_prints_a_line_per_event_and_exits_non_zero_on_a_wrong_token_or_no_
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_nats_store_events_list_show_and_stream() {
+    let Some(nats) = crate::nats_harness::NatsServer::start().await else {
+        return;
+    };
+    let receiver = TestReceiver::start(Mode::Status(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = crate::nats_store::replica_config(dir.path(), &[nats.url()], &receiver.url(), "");
+    let text = std::fs::read_to_string(path).unwrap() + &admin_config("");
+    let app = spawn_app_in(dir, &text).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while app
+        .client
+        .get(admin_url(&app, "/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut stream = app
+        .client
+        .get(admin_url(&app, "/api/events/stream"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let ids = store_streams(&app, &["n-1", "n-2", "n-3"]).await;
+    let got = read_sse(&mut stream, 3).await;
+    let got: Vec<&str> = got.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(got, ids.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let (status, page) = get_api(&app, "/api/events?limit=2").await;
+    assert_eq!(status, 200, "{page}");
+    let listed: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [ids[2].as_str(), ids[1].as_str()]);
+    assert_eq!(page["events"][0]["resource"], "n-3");
+    let next = page["next"].as_str().expect("a next page").to_owned();
+    let (_, page2) = get_api(&app, &format!("/api/events?limit=2&before={next}")).await;
+    assert_eq!(page2["events"][0]["id"], ids[0].as_str());
+    assert!(page2["next"].is_null());
+    let (_, by_q) = get_api(&app, "/api/events?q=n-2").await;
+    assert_eq!(by_q["events"].as_array().unwrap().len(), 1);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, detail) = get_api(&app, &format!("/api/events/{}", ids[0])).await;
+        assert_eq!(status, 200, "{detail}");
+        assert_eq!(detail["envelope"]["id"], ids[0].as_str());
+        assert_eq!(detail["deliveries"][0]["sink"], "hooks");
+        if detail["deliveries"][0]["state"] == "delivered" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not delivered: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = get_api(&app, "/api/events/0190c0de-0000-7000-8000-000000000000").await;
+    assert_eq!(status, 404);
+    drop(stream);
+    app.stop().await;
+}

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 const STREAM: &str = "/callbacks/zego/stream";
 
 /// A replica's config: NATS store, JSON logs, one HTTP sink to `receiver`.
-fn replica_config(
+pub fn replica_config(
     dir: &Path,
     servers: &[String],
     receiver: &str,
@@ -58,7 +58,7 @@ secret = "{NETEASE_SECRET}"
 }
 
 /// Polls `/readyz` until the replica reports NATS ready.
-async fn wait_ready(bin: &Binary) {
+pub async fn wait_ready(bin: &Binary) {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
