@@ -47,6 +47,8 @@ pub enum Command {
     CheckConfig(ConfigArg),
     /// Send (or emit) correctly signed test callbacks for any family.
     Send(crate::send::SendArgs),
+    /// Follow newly stored events from a running hookrelay's admin API (Server-Sent Events).
+    Tail(TailArgs),
     /// Exit 0 if a local hookrelay answers /healthz (for container HEALTHCHECKs; no curl needed).
     Healthcheck {
         /// The health URL. Default: http://127.0.0.1:<port of server.listen>/healthz.
@@ -55,6 +57,29 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The admin listener, e.g. http://127.0.0.1:9090 (or the full
+    /// .../api/events/stream URL).
+    #[arg(long)]
+    pub url: String,
+    /// The environment variable holding the admin token.
+    #[arg(long)]
+    pub token_env: Option<String>,
+    /// Only events of this family (e.g. stream, cloud_player).
+    #[arg(long)]
+    pub family: Option<String>,
+    /// Only events of this kind (e.g. stream_create).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only events of this app id.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Print each envelope as one JSON line instead of a readable line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,6 +153,13 @@ fn admin(command: Command) -> anyhow::Result<ExitCode> {
                 config.apps.len(),
                 config.sinks.len()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tail(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(tail(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Healthcheck { url, config } => {
@@ -270,6 +302,159 @@ fn open_store(config: &Config) -> anyhow::Result<Operator> {
         config.nats.as_ref(),
         sinks,
     )
+}
+
+/// How long `tail` keeps trying to reconnect after a drop.
+const TAIL_RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The event stream's URL for `--url` and the filters.
+fn tail_url(args: &TailArgs) -> anyhow::Result<reqwest::Url> {
+    let mut url = reqwest::Url::parse(&args.url)
+        .map_err(|e| anyhow::anyhow!("--url {}: {e}", printable(&args.url)))?;
+    if !url.path().ends_with("/api/events/stream") {
+        let path = format!("{}/api/events/stream", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+    }
+    {
+        let mut query = url.query_pairs_mut();
+        for (name, value) in [
+            ("family", &args.family),
+            ("kind", &args.kind),
+            ("app_id", &args.app),
+        ] {
+            if let Some(v) = value {
+                query.append_pair(name, v);
+            }
+        }
+    }
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    Ok(url)
+}
+
+/// One readable line: time, provider/family/kind, app, resource, id.
+fn tail_line(envelope: &serde_json::Value) -> String {
+    let field = |name: &str| envelope.get(name).and_then(|v| v.as_str()).unwrap_or("-");
+    let resource = crate::providers::Family::by_name(field("family"))
+        .and_then(|f| {
+            f.parse(envelope.get("raw").unwrap_or(&serde_json::Value::Null))
+                .resource
+        })
+        .unwrap_or_else(|| "-".to_owned());
+    let line = format!(
+        "{}  {}/{}/{}  app {}  {}  {}",
+        field("received_at"),
+        field("provider"),
+        field("family"),
+        field("kind"),
+        field("app_id"),
+        resource,
+        field("id"),
+    );
+    printable(&line).into_owned()
+}
+
+/// Follows the admin API's event stream until interrupted, reconnecting
+/// with `Last-Event-ID` after a drop.
+async fn tail(args: TailArgs) -> anyhow::Result<()> {
+    let token = match &args.token_env {
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            anyhow::anyhow!("--token-env {}: the variable is not set", printable(var))
+        })?),
+        None => None,
+    };
+    let url = tail_url(&args)?;
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()?;
+    let mut last_id: Option<String> = None;
+    let mut dropped_at: Option<std::time::Instant> = None;
+    loop {
+        let mut request = client
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(t) = &token {
+            request = request.bearer_auth(t);
+        }
+        if let Some(id) = &last_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                match dropped_at {
+                    Some(at) if at.elapsed() < TAIL_RECONNECT_FOR => {}
+                    Some(_) => anyhow::bail!(
+                        "lost the event stream at {url} and could not reconnect for {}s: {e}",
+                        TAIL_RECONNECT_FOR.as_secs()
+                    ),
+                    None => anyhow::bail!("cannot connect to {url}: {e}"),
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        match response.status().as_u16() {
+            200 => {}
+            401 => anyhow::bail!(
+                "{url} refused the admin token (401 unauthorized); set it with --token-env VAR"
+            ),
+            s => anyhow::bail!("{url} answered {s}"),
+        }
+        if dropped_at.take().is_some() {
+            eprintln!("reconnected");
+        }
+        follow(response, &mut last_id, args.json).await;
+        eprintln!("the event stream dropped; reconnecting");
+        dropped_at = Some(std::time::Instant::now());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Reads Server-Sent Events until the response ends, printing every
+/// `envelope` event and remembering its id.
+async fn follow(mut response: reqwest::Response, last_id: &mut Option<String>, json: bool) {
+    let mut pending = Vec::<u8>::new();
+    let (mut event, mut id, mut data) = (String::new(), None::<String>, String::new());
+    while let Ok(Some(chunk)) = response.chunk().await {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let raw: Vec<u8> = pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&raw);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if event == "envelope" && !data.is_empty() {
+                    if let Some(i) = id.take() {
+                        *last_id = Some(i);
+                    }
+                    match serde_json::from_str::<serde_json::Value>(&data) {
+                        Ok(v) if json => println!("{}", printable_json(&v.to_string())),
+                        Ok(v) => println!("{}", tail_line(&v)),
+                        Err(_) => eprintln!("skipped an event that is not JSON"),
+                    }
+                }
+                (event, id, data) = (String::new(), None, String::new());
+                continue;
+            }
+            if line.starts_with(':') {
+                continue; // heartbeat
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "event" => event = value.to_owned(),
+                "id" => id = Some(value.to_owned()),
+                "data" => {
+                    if !data.is_empty() {
+                        data.push('\n');
+                    }
+                    data.push_str(value);
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 const REDACTED: &str = "[redacted]";

@@ -242,6 +242,44 @@ pub struct AdminConfig {
     /// `server.allowed_ips` never applies here. Default unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// The bearer token of `/api/` and `/ui/` (and the UI's sign-in).
+    /// Required, or `token_env`, unless `listen` is a loopback address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<SecretString>,
+    /// The environment variable holding the token, read at load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+}
+
+impl AdminConfig {
+    /// Resolves `token_env` into `token` and checks that a listener that
+    /// is not loopback-only has a token.
+    fn resolve(mut self) -> anyhow::Result<AdminConfig> {
+        if self.token.is_some() && self.token_env.is_some() {
+            bail!("invalid config at `admin.token`: give token or token_env, not both");
+        }
+        if let Some(name) = &self.token_env {
+            let value = std::env::var(name).map_err(|_| {
+                anyhow!(
+                    "invalid config at `admin.token_env`: environment variable `{name}` is not set"
+                )
+            })?;
+            self.token = Some(SecretString::new(value));
+        }
+        if self.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
+            bail!("invalid config at `admin.token`: must not be empty");
+        }
+        if let Some(addr) = self.listen
+            && !addr.ip().is_loopback()
+            && self.token.is_none()
+        {
+            bail!(
+                "invalid config at `admin.token`: the admin listener {addr} is not loopback-only, \
+                 so `admin.token` or `admin.token_env` is required"
+            );
+        }
+        Ok(self)
+    }
 }
 
 impl Config {
@@ -400,7 +438,7 @@ impl RawConfig {
             server: self.server,
             log: self.log,
             spool: self.spool,
-            admin: self.admin,
+            admin: self.admin.resolve()?,
             nats: self.nats,
             apps,
             sinks,
@@ -749,6 +787,7 @@ mod tests {
             let block = block
                 .replace("secret_env = \"ZEGO_CALLBACK_SECRET\"", "secret = \"z\"")
                 .replace("secret_env = \"NETEASE_APP_SECRET\"", "secret = \"n\"")
+                .replace("token_env = \"HOOKRELAY_ADMIN_TOKEN\"", "token = \"t\"")
                 .replace(
                     "secret_env = \"HOOKS_WHSEC\"",
                     "secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"",
@@ -932,6 +971,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(!format!("{err:#}").contains("4242"), "{err:#}");
+    }
+
+    #[test]
+    fn an_admin_listener_off_loopback_needs_a_token() {
+        let err = load_str("[admin]\nlisten = \"0.0.0.0:9090\"\n", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("admin.token"), "{err:#}");
+        let ok = load_str("[admin]\nlisten = \"127.0.0.1:9090\"\n", &[]).unwrap();
+        assert!(ok.admin.token.is_none());
+        let ok = load_str(
+            "[admin]\nlisten = \"0.0.0.0:9090\"\ntoken = \"t0ken-value\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(ok.admin.token.unwrap().expose(), "t0ken-value");
+        let err = load_str(
+            "[admin]\nlisten = \"0.0.0.0:9090\"\ntoken = \"a\"\ntoken_env = \"B\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("not both"), "{err:#}");
+        let err = load_str(
+            "[admin]\nlisten = \"0.0.0.0:9090\"\ntoken_env = \"HOOKRELAY_TEST_UNSET_ADMIN_TOKEN\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("is not set"), "{err:#}");
     }
 
     #[test]

@@ -73,6 +73,11 @@ impl Delivery {
             let (feed, state) = store.feed(sink.name(), Arc::clone(&progress)).await?;
             let mut backoff = Backoff::default();
             if state.failures > 0 {
+                progress.failed(
+                    now_ms(),
+                    state.next_attempt_at_ms,
+                    "failing before the restart",
+                );
                 // Keep the persisted schedule across the restart.
                 let wait =
                     Duration::from_millis((state.next_attempt_at_ms - now_ms()).max(0) as u64);
@@ -467,6 +472,7 @@ impl Worker {
                     Outcome::Deferred => {}
                     Outcome::Reject { reason, status } => {
                         dead += 1;
+                        self.progress.set_last_error(&reason);
                         let n = attempts.get(&event.id).copied().unwrap_or(0) + 1;
                         finals.insert(
                             event.id.clone(),
@@ -517,6 +523,7 @@ impl Worker {
                     tracing::info!(sink = %self.name, "sink answers again; draining the backlog");
                 }
                 self.backoff.succeed();
+                self.progress.recovered();
             } else {
                 let delay = self.backoff.fail(self.policy, fastrand::f64(), retry_after);
                 tracing::warn!(
@@ -528,6 +535,7 @@ impl Worker {
                     "delivery failed; backing off"
                 );
                 let next_at = now_ms() + delay.as_millis() as i64;
+                self.progress.failed(now_ms(), next_at, &last_reason);
                 if let Err(e) = self
                     .feed
                     .record_failure(self.backoff.failures, next_at, failed)

@@ -95,3 +95,57 @@ impl IntoResponse for IngestError {
 /// Put on error responses so middleware (metrics) can read the code.
 #[derive(Debug, Clone, Copy)]
 pub struct RejectionCode(pub &'static str);
+
+/// Errors of the admin API and UI (the admin listener's `/api/` and `/ui/`).
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("no valid token or session")]
+    Unauthorized,
+    #[error("a state-changing request without a valid CSRF token, or from another site")]
+    CsrfRefused,
+    #[error("not found")]
+    NotFound,
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("the store cannot be read: {0}")]
+    Store(#[from] SpoolError),
+}
+
+impl AdminError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::CsrfRefused => StatusCode::FORBIDDEN,
+            AdminError::NotFound => StatusCode::NOT_FOUND,
+            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The stable code scripts match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AdminError::Unauthorized => "unauthorized",
+            AdminError::CsrfRefused => "csrf_refused",
+            AdminError::NotFound => "not_found",
+            AdminError::BadRequest(code) => code,
+            AdminError::Store(_) => "store_unavailable",
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        match &self {
+            AdminError::Store(e) => {
+                tracing::error!(error.code = self.code(), error.message = %e, "admin request failed")
+            }
+            other => tracing::debug!(error.code = other.code(), "admin request refused"),
+        }
+        (
+            self.status(),
+            Json(serde_json::json!({ "ok": false, "error": self.code() })),
+        )
+            .into_response()
+    }
+}

@@ -31,6 +31,7 @@
 //! - [`metrics`]: Prometheus metrics; [`send`]: signed test callbacks.
 //! - [`clock`], [`telemetry`], [`shutdown`], [`cli`]: process wiring.
 
+pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;

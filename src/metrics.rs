@@ -84,6 +84,68 @@ pub struct SinkProgress {
     pub oldest_pending_ms: AtomicI64,
     /// Events not yet done, where the store counts them itself.
     pub pending: AtomicI64,
+    /// Unix ms since which the sink fails without a success (0 = healthy).
+    /// Kept in memory: after a restart it counts from the restart.
+    pub failing_since_ms: AtomicI64,
+    /// Unix ms at which a failing sink is tried again (0 = not failing).
+    pub next_attempt_at_ms: AtomicI64,
+    /// The sink's last delivery error (kept after it recovers).
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl SinkProgress {
+    /// A failed round: failing from now on unless already failing.
+    pub fn failed(&self, now_ms: i64, next_attempt_at_ms: i64, error: &str) {
+        let _ =
+            self.failing_since_ms
+                .compare_exchange(0, now_ms, Ordering::Relaxed, Ordering::Relaxed);
+        self.next_attempt_at_ms
+            .store(next_attempt_at_ms, Ordering::Relaxed);
+        self.set_last_error(error);
+    }
+
+    /// A round without a retryable failure.
+    pub fn recovered(&self) {
+        self.failing_since_ms.store(0, Ordering::Relaxed);
+        self.next_attempt_at_ms.store(0, Ordering::Relaxed);
+    }
+
+    pub fn set_last_error(&self, error: &str) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(error.to_owned());
+        }
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+/// A sink's backlog as the `hookrelay_spool_*` gauges show it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    pub pending: i64,
+    pub oldest_pending_seconds: f64,
+}
+
+impl Backlog {
+    /// `newest` as in [`Metrics::render`].
+    pub fn of(p: &SinkProgress, newest: Option<i64>, now_ms: i64) -> Backlog {
+        let pending = match newest {
+            Some(newest) => (newest - p.cursor.load(Ordering::Relaxed)).max(0),
+            None => p.pending.load(Ordering::Relaxed),
+        };
+        let oldest = p.oldest_pending_ms.load(Ordering::Relaxed);
+        let oldest_pending_seconds = if pending > 0 && oldest > 0 {
+            (now_ms - oldest).max(0) as f64 / 1000.0
+        } else {
+            0.0
+        };
+        Backlog {
+            pending,
+            oldest_pending_seconds,
+        }
+    }
 }
 
 pub struct Metrics {
@@ -326,6 +388,13 @@ impl Metrics {
             .set(n);
     }
 
+    /// The `hookrelay_dead_letters` gauge of `sink`.
+    pub fn dead_letters(&self, sink: &str) -> i64 {
+        self.dead_letters
+            .get_or_create(&SinkLabel { sink: sink.into() })
+            .get()
+    }
+
     /// The progress cell a sink's worker publishes into.
     pub fn progress(&self, sink: &str) -> Arc<SinkProgress> {
         self.progress.get(sink).cloned().unwrap_or_default()
@@ -340,20 +409,13 @@ impl Metrics {
     pub fn render(&self, newest: Option<i64>, now_ms: i64) -> String {
         for (sink, p) in &self.progress {
             let label = SinkLabel { sink: sink.clone() };
-            let pending = match newest {
-                Some(newest) => (newest - p.cursor.load(Ordering::Relaxed)).max(0),
-                None => p.pending.load(Ordering::Relaxed),
-            };
-            self.spool_pending.get_or_create(&label).set(pending);
-            let oldest = p.oldest_pending_ms.load(Ordering::Relaxed);
-            let age = if pending > 0 && oldest > 0 {
-                (now_ms - oldest).max(0) as f64 / 1000.0
-            } else {
-                0.0
-            };
+            let backlog = Backlog::of(p, newest, now_ms);
+            self.spool_pending
+                .get_or_create(&label)
+                .set(backlog.pending);
             self.spool_oldest_pending_seconds
                 .get_or_create(&label)
-                .set(age);
+                .set(backlog.oldest_pending_seconds);
         }
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.

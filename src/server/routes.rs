@@ -39,7 +39,8 @@ pub enum Listener {
     /// `server.listen`: callbacks and `/healthz`, plus `/readyz` and
     /// `/metrics` when there is no admin listener.
     Public { with_operations: bool },
-    /// `[admin] listen`: `/healthz`, `/readyz`, `/metrics`.
+    /// `[admin] listen`: `/healthz`, `/readyz`, `/metrics`, and the admin
+    /// API and UI (`/api/...`, `/ui/...`, see [`crate::admin`]).
     Admin,
 }
 
@@ -49,7 +50,7 @@ pub fn router(state: AppState, listener: Listener) -> Router {
         Listener::Public { with_operations } => {
             callback_routes(&state).merge(operation_routes(with_operations))
         }
-        Listener::Admin => operation_routes(true),
+        Listener::Admin => operation_routes(true).merge(crate::admin::routes(state.clone())),
     };
     routes
         .fallback(|| async { IngestError::NotFound })

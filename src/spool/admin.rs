@@ -2,7 +2,8 @@
 //! show an event. Safe while the server runs: SQLite WAL lets this process
 //! read, and its few writes wait for the server's writer between commits.
 
-use super::{FILE_NAME, SpoolError, now_ms, open_connection};
+use super::{FILE_NAME, SpoolError, StoredEvent, now_ms, open_connection};
+use crate::store::inspect::{Attempt, EventFilter, SinkMarks};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::path::Path;
@@ -172,6 +173,146 @@ impl Admin {
             out.push((name, state.to_owned()));
         }
         Ok(out)
+    }
+}
+
+/// What the admin API reads: events newest first, one sink's marks.
+impl Admin {
+    /// Up to `limit` events matching `filter`, newest first, before the
+    /// event `before` (by id; when that event is gone, before the first
+    /// event stored after it).
+    pub fn list_events(
+        &self,
+        filter: &EventFilter,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, SpoolError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, id, resource, envelope, received_at_ms FROM events
+                 WHERE (?1 IS NULL OR family = ?1)
+                   AND (?2 IS NULL OR kind = ?2)
+                   AND (?3 IS NULL OR json_extract(envelope, '$.app_id') = ?3)
+                   AND (?4 IS NULL OR resource = ?4 OR id = ?4)
+                   AND (?5 IS NULL OR seq < COALESCE(
+                         (SELECT seq FROM events WHERE id = ?5),
+                         (SELECT MIN(seq) FROM events WHERE id > ?5),
+                         9223372036854775807))
+                 ORDER BY seq DESC LIMIT ?6",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(
+                params![
+                    filter.family,
+                    filter.kind,
+                    filter.app_id,
+                    filter.q,
+                    before,
+                    limit as i64
+                ],
+                |r| {
+                    Ok(StoredEvent {
+                        seq: r.get(0)?,
+                        id: r.get(1)?,
+                        resource: r.get(2)?,
+                        envelope: r.get(3)?,
+                        received_at_ms: r.get(4)?,
+                    })
+                },
+            )
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    /// One stored event by id.
+    pub fn stored_event(&self, id: &str) -> Result<Option<StoredEvent>, SpoolError> {
+        self.conn
+            .query_row(
+                "SELECT seq, id, resource, envelope, received_at_ms FROM events WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(StoredEvent {
+                        seq: r.get(0)?,
+                        id: r.get(1)?,
+                        resource: r.get(2)?,
+                        envelope: r.get(3)?,
+                        received_at_ms: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(err)
+    }
+
+    /// The seq to resume a tail after, given the last event id a client
+    /// saw: that event's seq, or (when it is gone) the newest seq stored
+    /// before it in id order (ids are time-ordered UUIDv7).
+    pub fn resume_after(&self, id: &str) -> Result<i64, SpoolError> {
+        self.conn
+            .query_row(
+                "SELECT COALESCE((SELECT seq FROM events WHERE id = ?1),
+                                 (SELECT MAX(seq) FROM events WHERE id < ?1), 0)",
+                [id],
+                |r| r.get(0),
+            )
+            .map_err(err)
+    }
+
+    /// Where `sink` stands: its cursor, backoff, retried and dead events.
+    pub fn sink_marks(&self, sink: &str) -> Result<SinkMarks, SpoolError> {
+        let (cursor, next_attempt_at_ms): (i64, i64) = self
+            .conn
+            .query_row(
+                "SELECT cursor, next_attempt_at_ms FROM sinks WHERE name = ?1",
+                [sink],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(err)?
+            .unwrap_or((0, 0));
+        let attempt = |r: &rusqlite::Row<'_>| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Attempt {
+                    attempts: r.get(1)?,
+                    last_status: r.get(2)?,
+                    last_error: r.get(3)?,
+                    dead_at_ms: r.get(4)?,
+                },
+            ))
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT event_id, attempts, last_status, last_error, NULL FROM attempts WHERE sink = ?1",
+            )
+            .map_err(err)?;
+        let attempts = stmt
+            .query_map([sink], attempt)
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT event_id, attempts, last_status, last_error, dead_at_ms
+                 FROM dead_letters WHERE sink = ?1",
+            )
+            .map_err(err)?;
+        let dead = stmt
+            .query_map([sink], attempt)
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        Ok(SinkMarks {
+            sink: sink.to_owned(),
+            done_upto: cursor,
+            next_attempt_at_ms,
+            attempts,
+            dead,
+        })
     }
 }
 

@@ -21,6 +21,7 @@
 //! - An event leaves the store only after every sink is done with it (and
 //!   retention has passed).
 
+pub mod inspect;
 pub mod local;
 pub mod nats;
 pub mod operator;

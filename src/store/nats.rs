@@ -151,9 +151,9 @@ impl NatsStoreConfig {
 }
 
 /// Header names carried by every event message.
-const EVENT_ID: &str = "Hookrelay-Event-Id";
-const RECEIVED_AT: &str = "Hookrelay-Received-At";
-const RESOURCE: &str = "Hookrelay-Resource";
+pub(crate) const EVENT_ID: &str = "Hookrelay-Event-Id";
+pub(crate) const RECEIVED_AT: &str = "Hookrelay-Received-At";
+pub(crate) const RESOURCE: &str = "Hookrelay-Resource";
 /// The priority group every replica's deliverer pulls in.
 const GROUP: &str = "deliver";
 /// How long a delivered-but-unacknowledged message stays with its
@@ -505,6 +505,20 @@ impl NatsStore {
     pub async fn close(&self) {
         let _ = self.inner.client.flush().await;
     }
+
+    /// The stream and the `_sinks` and `_dead_letters` buckets, for the
+    /// admin API's reads; an error until NATS answered.
+    pub(crate) fn inspection(&self) -> Result<(stream::Stream, kv::Store, kv::Store), SpoolError> {
+        let h = self
+            .handles()
+            .map_err(|e| SpoolError::Read(e.to_string()))?;
+        Ok((h.stream, h.sinks, h.dead_letters))
+    }
+}
+
+/// The durable consumer of `sink`.
+pub(crate) fn consumer_name(sink: &str) -> String {
+    format!("sink_{}", name_token(sink))
 }
 
 /// Errors worth retrying within the ack timeout: a duplicate still being
@@ -580,7 +594,7 @@ struct StoredSinkState {
     attempts: HashMap<String, u32>,
 }
 
-async fn read_sink_state(kv: &kv::Store, sink: &str) -> Option<SinkState> {
+pub(crate) async fn read_sink_state(kv: &kv::Store, sink: &str) -> Option<SinkState> {
     let bytes = kv.get(name_token(sink)).await.ok()??;
     let s: StoredSinkState = serde_json::from_slice(&bytes).ok()?;
     Some(SinkState {

@@ -124,95 +124,20 @@ impl NatsOperator {
         sink: Option<&str>,
         event_id: Option<&str>,
     ) -> Result<Vec<(String, String)>, SpoolError> {
-        let letters = self
-            .runtime
-            .block_on(dead_letters_of(&self.dead_letters, sink))?;
-        Ok(letters
-            .into_iter()
-            .filter(|d| d.replay_requested_at_ms.is_none())
-            .filter(|d| event_id.is_none_or(|id| d.event_id == id))
-            .map(|d| (d.sink, d.event_id))
-            .collect())
+        self.runtime
+            .block_on(replay_candidates(&self.dead_letters, sink, event_id))
     }
 
     fn request_replay(&mut self, letters: &[(String, String)]) -> Result<usize, SpoolError> {
-        let now = crate::clock::now_ms();
-        self.runtime.block_on(async {
-            let mut n = 0;
-            for (sink, id) in letters {
-                let key = dead_letter_key(sink, id);
-                let Some(bytes) = self.dead_letters.get(key.clone()).await.map_err(read)? else {
-                    continue;
-                };
-                let Ok(mut d) = serde_json::from_slice::<StoredDeadLetter>(&bytes) else {
-                    continue;
-                };
-                if d.replay_requested_at_ms.is_some() {
-                    continue;
-                }
-                d.replay_requested_at_ms = Some(now);
-                let body = serde_json::to_vec(&d).unwrap_or_default();
-                self.dead_letters
-                    .put(key, Bytes::from(body))
-                    .await
-                    .map_err(|e| SpoolError::Write(e.to_string()))?;
-                n += 1;
-            }
-            Ok(n)
-        })
+        self.runtime
+            .block_on(request_replay(&self.dead_letters, letters))
     }
 
-    /// The envelope and stream sequence of event `id`, found by the time in
-    /// its UUIDv7: the stream is read from a little before that time until
-    /// the event, or a little after it.
+    /// The envelope and stream sequence of event `id` (sequence 0 when
+    /// only a dead letter still holds it).
     fn event(&self, id: &str) -> Result<Option<(String, u64)>, SpoolError> {
-        let Some(at_ms) = uuid::Uuid::parse_str(id)
-            .ok()
-            .and_then(|u| u.get_timestamp())
-            .map(|t| {
-                let (secs, nanos) = t.to_unix();
-                secs as i64 * 1000 + i64::from(nanos / 1_000_000)
-            })
-        else {
-            return Ok(None);
-        };
-        let found = self.runtime.block_on(async {
-            let start = time::OffsetDateTime::from_unix_timestamp_nanos(
-                (at_ms as i128 - 5_000) * 1_000_000,
-            )
-            .map_err(read)?;
-            let consumer = self
-                .stream
-                .create_consumer(consumer::pull::OrderedConfig {
-                    deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: start },
-                    ..Default::default()
-                })
-                .await
-                .map_err(read)?;
-            let mut messages = consumer.messages().await.map_err(read)?;
-            loop {
-                let next = tokio::time::timeout(Duration::from_secs(2), messages.next()).await;
-                let Ok(Some(Ok(m))) = next else {
-                    return Ok::<_, SpoolError>(None);
-                };
-                let info = m.info().map_err(read)?;
-                let stored_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
-                let is_it = m
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("Hookrelay-Event-Id"))
-                    .is_some_and(|v| v.as_str() == id);
-                if is_it {
-                    let envelope = String::from_utf8_lossy(&m.payload).into_owned();
-                    return Ok(Some((envelope, info.stream_sequence)));
-                }
-                if stored_ms > at_ms + 30_000 {
-                    return Ok(None);
-                }
-            }
-        })?;
-        if found.is_some() {
-            return Ok(found);
+        if let Some(found) = self.runtime.block_on(find_event(&self.stream, id))? {
+            return Ok(Some(found));
         }
         // Aged out of the stream: a dead letter may still hold it.
         let letters = self
@@ -257,7 +182,101 @@ impl NatsOperator {
     }
 }
 
-fn row(d: StoredDeadLetter) -> DeadLetterRow {
+/// The (sink, event id) of the dead letters a replay would take.
+pub(crate) async fn replay_candidates(
+    dead_letters: &kv::Store,
+    sink: Option<&str>,
+    event_id: Option<&str>,
+) -> Result<Vec<(String, String)>, SpoolError> {
+    let letters = dead_letters_of(dead_letters, sink).await?;
+    Ok(letters
+        .into_iter()
+        .filter(|d| d.replay_requested_at_ms.is_none())
+        .filter(|d| event_id.is_none_or(|id| d.event_id == id))
+        .map(|d| (d.sink, d.event_id))
+        .collect())
+}
+
+/// Marks these dead letters for redelivery; returns how many were marked.
+pub(crate) async fn request_replay(
+    dead_letters: &kv::Store,
+    letters: &[(String, String)],
+) -> Result<usize, SpoolError> {
+    let now = crate::clock::now_ms();
+    let mut n = 0;
+    for (sink, id) in letters {
+        let key = dead_letter_key(sink, id);
+        let Some(bytes) = dead_letters.get(key.clone()).await.map_err(read)? else {
+            continue;
+        };
+        let Ok(mut d) = serde_json::from_slice::<StoredDeadLetter>(&bytes) else {
+            continue;
+        };
+        if d.replay_requested_at_ms.is_some() {
+            continue;
+        }
+        d.replay_requested_at_ms = Some(now);
+        let body = serde_json::to_vec(&d).unwrap_or_default();
+        dead_letters
+            .put(key, Bytes::from(body))
+            .await
+            .map_err(|e| SpoolError::Write(e.to_string()))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The envelope and stream sequence of event `id`, found by the time in
+/// its UUIDv7: the stream is read from a little before that time until
+/// the event, or a little after it.
+pub(crate) async fn find_event(
+    stream: &stream::Stream,
+    id: &str,
+) -> Result<Option<(String, u64)>, SpoolError> {
+    let Some(at_ms) = uuid::Uuid::parse_str(id)
+        .ok()
+        .and_then(|u| u.get_timestamp())
+        .map(|t| {
+            let (secs, nanos) = t.to_unix();
+            secs as i64 * 1000 + i64::from(nanos / 1_000_000)
+        })
+    else {
+        return Ok(None);
+    };
+    let start =
+        time::OffsetDateTime::from_unix_timestamp_nanos((at_ms as i128 - 5_000) * 1_000_000)
+            .map_err(read)?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: start },
+            ..Default::default()
+        })
+        .await
+        .map_err(read)?;
+    let mut messages = consumer.messages().await.map_err(read)?;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(2), messages.next()).await;
+        let Ok(Some(Ok(m))) = next else {
+            return Ok(None);
+        };
+        let info = m.info().map_err(read)?;
+        let stored_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
+        let is_it = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Hookrelay-Event-Id"))
+            .is_some_and(|v| v.as_str() == id);
+        if is_it {
+            let envelope = String::from_utf8_lossy(&m.payload).into_owned();
+            return Ok(Some((envelope, info.stream_sequence)));
+        }
+        if stored_ms > at_ms + 30_000 {
+            return Ok(None);
+        }
+    }
+}
+
+pub(crate) fn row(d: StoredDeadLetter) -> DeadLetterRow {
     DeadLetterRow {
         kind: kind_of(&d.envelope),
         sink: d.sink,

@@ -2,6 +2,7 @@
 mod helpers;
 mod receiver;
 
+mod admin_api;
 mod config;
 mod decoding;
 mod durability;

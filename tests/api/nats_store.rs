@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 const STREAM: &str = "/callbacks/zego/stream";
 
 /// A replica's config: NATS store, JSON logs, one HTTP sink to `receiver`.
-fn replica_config(
+pub fn replica_config(
     dir: &Path,
     servers: &[String],
     receiver: &str,
