@@ -648,6 +648,19 @@ async fn on_the_nats_store_events_list_show_and_stream() {
     assert!(page2["next"].is_null());
     let (_, by_q) = get_api(&app, "/api/events?q=n-2").await;
     assert_eq!(by_q["events"].as_array().unwrap().len(), 1);
+    // The inspector's chart counts them from the stream too.
+    let html = app
+        .client
+        .get(admin_url(&app, "/ui/"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("3 events in the last hour"), "{html}");
+    assert!(html.contains("stream: 3"), "{html}");
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
