@@ -6,14 +6,16 @@
 //! State-changing requests are refused when the browser says they come
 //! from another site (`Sec-Fetch-Site`, or an `Origin` that is not this
 //! host), and, when authenticated by the cookie, unless they carry the
-//! session's CSRF token in `X-CSRF-Token`. A bearer token is never sent by a
+//! session's CSRF token in `X-CSRF-Token` or, for a plain HTML form, in
+//! its `csrf` field. A bearer token is never sent by a
 //! browser on its own, so scripts using one need no CSRF token.
 
 use super::AdminState;
 use crate::error::AdminError;
 use crate::secret::SecretString;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::body::Body;
+use axum::extract::{Form, FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -159,6 +161,46 @@ pub fn csrf_ok(access: &Access, headers: &HeaderMap) -> bool {
     }
 }
 
+/// The largest form body read for its `csrf` field.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+#[derive(serde::Deserialize)]
+struct CsrfField {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Whether a urlencoded form body carries the session's CSRF token in its
+/// `csrf` field (an HTML form cannot set a header); returns the request
+/// with its body put back.
+async fn csrf_in_form(access: &Access, req: Request) -> (bool, Request) {
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return (false, req);
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+        return (false, Request::from_parts(parts, Body::empty()));
+    };
+    let mut given = HeaderMap::new();
+    let probe = Request::builder()
+        .method(Method::POST)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(bytes.clone()));
+    if let Ok(probe) = probe
+        && let Ok(Form(field)) = Form::<CsrfField>::from_request(probe, &()).await
+        && let Ok(v) = HeaderValue::from_str(&field.csrf)
+    {
+        given.insert(CSRF_HEADER, v);
+    }
+    let ok = csrf_ok(access, &given);
+    (ok, Request::from_parts(parts, Body::from(bytes)))
+}
+
 /// The middleware in front of every `/api/` and `/ui/` route but sign-in.
 pub async fn require(State(state): State<AdminState>, mut req: Request, next: Next) -> Response {
     let access = match authenticate(&state, req.headers()) {
@@ -169,8 +211,17 @@ pub async fn require(State(state): State<AdminState>, mut req: Request, next: Ne
         Err(e) => return e.into_response(),
     };
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if !safe && (cross_site(req.headers()) || !csrf_ok(&access, req.headers())) {
-        return AdminError::CsrfRefused.into_response();
+    if !safe {
+        if cross_site(req.headers()) {
+            return AdminError::CsrfRefused.into_response();
+        }
+        if !csrf_ok(&access, req.headers()) {
+            let (ok, rebuilt) = csrf_in_form(&access, req).await;
+            if !ok {
+                return AdminError::CsrfRefused.into_response();
+            }
+            req = rebuilt;
+        }
     }
     req.extensions_mut().insert(access);
     next.run(req).await

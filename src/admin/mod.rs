@@ -4,13 +4,15 @@
 //! - [`auth`]: bearer token, the UI's session cookie, CSRF;
 //! - [`api`]: the JSON handlers;
 //! - [`sse`]: `GET /api/events/stream`, Server-Sent Events;
-//! - [`ui`]: the server-rendered pages (sign-in, overview).
+//! - [`ui`]: the sign-in form, the page layout and the compiled-in assets;
+//! - [`pages`]: the inspector's server-rendered pages.
 //!
 //! Every read goes through [`crate::store::inspect`], so both store
 //! backends answer the same shapes.
 
 pub mod api;
 pub mod auth;
+pub mod pages;
 pub mod sse;
 pub mod ui;
 
@@ -71,7 +73,11 @@ pub fn routes<S: Clone + Send + Sync + 'static>(app: AppState) -> Router<S> {
         .route("/api/dead-letters/replay", post(api::replay))
         .route("/api/state/streams", get(api::state_streams))
         .route("/api/state/players", get(api::state_players))
-        .route("/ui/", get(ui::overview))
+        .route("/ui/", get(pages::events))
+        .route("/ui/events/{id}", get(pages::event))
+        .route("/ui/events/{id}/replay", post(pages::replay))
+        .route("/ui/sinks", get(pages::sinks))
+        .route("/ui/live", get(pages::live))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require,
@@ -79,6 +85,8 @@ pub fn routes<S: Clone + Send + Sync + 'static>(app: AppState) -> Router<S> {
     Router::new()
         .route("/ui/sign-in", get(ui::sign_in_form).post(ui::sign_in))
         .route("/ui/sign-out", post(ui::sign_out))
+        // The stylesheet and script hold nothing secret; the sign-in page uses them too.
+        .route("/ui/assets/{name}", get(ui::asset))
         .merge(protected)
         .with_state(state)
 }

@@ -1,22 +1,22 @@
-//! The operator's pages, rendered on the server: the sign-in form and an
-//! overview (sinks and the newest events). The data comes from the same
-//! functions as the JSON API ([`super::api::sink_views`],
-//! [`super::api::list_events`]); the inspector UI builds on these.
+//! The operator's pages, rendered on the server: the sign-in form, the
+//! page layout (nav bar, stylesheet, script) and the response headers every
+//! page carries. The inspector's pages are in [`super::pages`].
+//!
+//! HTML is built with `format!` and [`escape`]: every value that came from
+//! a callback or the store goes through `escape`, so attacker text in an
+//! event is shown, never run.
 //!
 //! Pages that change state carry the session's CSRF token in a
 //! `<meta name="csrf-token">` tag and in their forms' hidden `csrf` field;
 //! scripts send it back as `X-CSRF-Token`.
 
 use super::AdminState;
-use super::api::{EventsQuery, list_events, sink_views};
 use super::auth::{self, Access, COOKIE, CSRF_HEADER, SESSION_TTL};
 use crate::error::AdminError;
-use axum::Extension;
-use axum::extract::{Form, State};
+use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
-use std::fmt::Write as _;
 
 /// `text` safe inside HTML text and attribute values.
 pub fn escape(text: &str) -> String {
@@ -40,14 +40,82 @@ fn page(title: &str, csrf: Option<&str>, body: &str) -> String {
         .map(|t| format!("<meta name=\"csrf-token\" content=\"{}\">", escape(t)))
         .unwrap_or_default();
     format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{meta}\
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{meta}\
+         <link rel=\"stylesheet\" href=\"/ui/assets/ui.css\">\
+         <script src=\"/ui/assets/ui.js\" defer></script>\
          <title>{} · hookrelay</title></head><body>{body}</body></html>\n",
         escape(title)
     )
 }
 
+/// The pages in the nav bar: (path, label).
+const NAV: [(&str, &str); 3] = [
+    ("/ui/", "Events"),
+    ("/ui/sinks", "Sinks"),
+    ("/ui/live", "Live now"),
+];
+
+/// The session's CSRF token, when the request came with the cookie.
+pub fn csrf_of(access: &Access) -> Option<&str> {
+    match access {
+        Access::Session { csrf, .. } => Some(csrf.as_str()),
+        Access::Open | Access::Bearer => None,
+    }
+}
+
+/// A signed-in page: the nav bar (`current` marked), then `main`.
+pub fn layout(title: &str, access: &Access, current: &str, main: &str) -> Response {
+    let csrf = csrf_of(access);
+    let mut nav = String::new();
+    for (path, label) in NAV {
+        let here = if path == current {
+            " aria-current=\"page\""
+        } else {
+            ""
+        };
+        nav.push_str(&format!("<li><a href=\"{path}\"{here}>{label}</a></li>"));
+    }
+    let sign_out = csrf
+        .map(|t| {
+            format!(
+                "<form method=\"post\" action=\"/ui/sign-out\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+                 <button type=\"submit\">Sign out</button></form>",
+                escape(t)
+            )
+        })
+        .unwrap_or_default();
+    let body = format!(
+        "<header><span class=\"brand\">hookrelay</span>\
+         <nav aria-label=\"Main\"><ul>{nav}</ul></nav>{sign_out}</header>\
+         <main id=\"main\">{main}</main>"
+    );
+    html(StatusCode::OK, page(title, csrf, &body))
+}
+
+/// `GET /ui/assets/{name}`: the stylesheet and the script, compiled in.
+pub async fn asset(Path(name): Path<String>) -> Response {
+    let (body, kind) = match name.as_str() {
+        "ui.css" => (include_str!("assets/ui.css"), "text/css; charset=utf-8"),
+        "ui.js" => (
+            include_str!("assets/ui.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 /// Headers every admin page carries: not cached, not framed.
-fn html(status: StatusCode, text: String) -> Response {
+pub fn html(status: StatusCode, text: String) -> Response {
     let mut response = (status, Html(text)).into_response();
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -65,10 +133,11 @@ pub fn sign_in_page(_state: &AdminState, status: StatusCode, error: Option<&str>
         .map(|e| format!("<p role=\"alert\">{}</p>", escape(e)))
         .unwrap_or_default();
     let body = format!(
-        "<h1>hookrelay</h1>{error}\
+        "<main id=\"main\"><h1>hookrelay</h1>{error}\
          <form method=\"post\" action=\"/ui/sign-in\">\
-         <label>Admin token <input type=\"password\" name=\"token\" autocomplete=\"current-password\" required></label> \
-         <button type=\"submit\">Sign in</button></form>"
+         <label for=\"token\">Admin token</label> \
+         <input type=\"password\" id=\"token\" name=\"token\" autocomplete=\"current-password\" required autofocus> \
+         <button type=\"submit\">Sign in</button></form></main>"
     );
     html(status, page("Sign in", None, &body))
 }
@@ -156,72 +225,4 @@ pub async fn sign_out(
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     response
-}
-
-/// `GET /ui/`: sinks and the newest events.
-pub async fn overview(
-    State(state): State<AdminState>,
-    Extension(access): Extension<Access>,
-) -> Result<Response, AdminError> {
-    let csrf = match &access {
-        Access::Session { csrf, .. } => Some(csrf.as_str()),
-        Access::Open | Access::Bearer => None,
-    };
-    let mut body = String::from(
-        "<h1>hookrelay</h1><h2>Sinks</h2><table><thead><tr>\
-        <th>Sink</th><th>Kind</th><th>Pending</th><th>Oldest pending (s)</th>\
-        <th>Dead letters</th><th>Failing since</th><th>Last error</th></tr></thead><tbody>",
-    );
-    for s in sink_views(&state) {
-        let _ = write!(
-            body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&s.name),
-            escape(s.kind),
-            s.pending,
-            s.oldest_pending_seconds,
-            s.dead_letters,
-            escape(s.failing_since.as_deref().unwrap_or("-")),
-            escape(s.last_error.as_deref().unwrap_or("-")),
-        );
-    }
-    body.push_str(
-        "</tbody></table><h2>Newest events</h2><table><thead><tr>\
-        <th>Received</th><th>Provider/family/kind</th><th>App</th><th>Resource</th>\
-        <th>Id</th><th>Deliveries</th></tr></thead><tbody>",
-    );
-    let query = EventsQuery {
-        limit: Some("20".into()),
-        ..EventsQuery::default()
-    };
-    for e in list_events(&state, &query).await?.events {
-        let deliveries: Vec<String> = e
-            .deliveries
-            .iter()
-            .map(|(sink, st)| format!("{sink}: {st}"))
-            .collect();
-        let _ = write!(
-            body,
-            "<tr><td>{}</td><td>{}/{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&e.received_at),
-            escape(&e.provider),
-            escape(&e.family),
-            escape(&e.kind),
-            escape(&e.app_id),
-            escape(e.resource.as_deref().unwrap_or("-")),
-            escape(&e.id),
-            escape(&deliveries.join(", ")),
-        );
-    }
-    body.push_str("</tbody></table>");
-    if let Some(token) = csrf {
-        let _ = write!(
-            body,
-            "<form method=\"post\" action=\"/ui/sign-out\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-             <button type=\"submit\">Sign out</button></form>",
-            escape(token)
-        );
-    }
-    Ok(html(StatusCode::OK, page("Overview", csrf, &body)))
 }

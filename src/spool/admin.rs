@@ -181,6 +181,24 @@ impl Admin {
     /// Up to `limit` events matching `filter`, newest first, before the
     /// event `before` (by id; when that event is gone, before the first
     /// event stored after it).
+    /// Events stored since `since_ms`, counted per minute (ms / 60 000) and family.
+    pub fn per_minute(&self, since_ms: i64) -> Result<Vec<(i64, String, u64)>, SpoolError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT received_at_ms / 60000, family, COUNT(*) FROM events
+                 WHERE received_at_ms >= ?1
+                 GROUP BY received_at_ms / 60000, family",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![since_ms], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+            })
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
     pub fn list_events(
         &self,
         filter: &EventFilter,

@@ -284,6 +284,16 @@ impl Inspector {
         })
     }
 
+    /// Events received since `since_ms`, counted per minute (`ms / 60 000`)
+    /// and family. NATS: the stream read backwards, at most
+    /// [`NATS_SCAN_BUDGET`] messages, so a busier hour is undercounted.
+    pub async fn per_minute(&self, since_ms: i64) -> Result<Vec<(i64, String, u64)>, SpoolError> {
+        match self {
+            Inspector::Local(l) => l.run(move |a| a.per_minute(since_ms)).await,
+            Inspector::Nats(n) => n.per_minute(since_ms).await,
+        }
+    }
+
     /// One event and where each sink stands with it; None when unknown.
     pub async fn event(
         &self,
@@ -635,6 +645,37 @@ impl NatsInspector {
         };
         let marks = self.marks(&stream, &sinks_kv, &dead_kv, sinks).await?;
         Ok((events, marks, next))
+    }
+
+    async fn per_minute(&self, since_ms: i64) -> Result<Vec<(i64, String, u64)>, SpoolError> {
+        let (stream, _, _) = self.store.inspection()?;
+        let info = stream.get_info().await.map_err(read)?;
+        let first = info.state.first_sequence.max(1);
+        let mut counts: BTreeMap<(i64, String), u64> = BTreeMap::new();
+        let mut seq = info.state.last_sequence;
+        let mut scanned = 0;
+        while seq >= first && scanned < NATS_SCAN_BUDGET {
+            scanned += 1;
+            let at = seq;
+            seq -= 1;
+            let Ok(m) = stream.get_raw_message(at).await else {
+                continue;
+            };
+            let received_at_ms: i64 = m
+                .headers
+                .get(RECEIVED_AT)
+                .and_then(|v| v.as_str().parse().ok())
+                .unwrap_or(0);
+            if received_at_ms < since_ms {
+                break;
+            }
+            let family = serde_json::from_slice::<Value>(&m.payload)
+                .ok()
+                .and_then(|v| v.get("family").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_default();
+            *counts.entry((received_at_ms / 60_000, family)).or_default() += 1;
+        }
+        Ok(counts.into_iter().map(|((m, f), n)| (m, f, n)).collect())
     }
 
     async fn event(

@@ -648,6 +648,19 @@ async fn on_the_nats_store_events_list_show_and_stream() {
     assert!(page2["next"].is_null());
     let (_, by_q) = get_api(&app, "/api/events?q=n-2").await;
     assert_eq!(by_q["events"].as_array().unwrap().len(), 1);
+    // The inspector's chart counts them from the stream too.
+    let html = app
+        .client
+        .get(admin_url(&app, "/ui/"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("3 events in the last hour"), "{html}");
+    assert!(html.contains("stream: 3"), "{html}");
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -783,5 +796,96 @@ async fn live_streams_and_players_are_derived_whatever_the_order_and_survive_a_r
     })
     .await;
     assert_eq!(players["players"][0]["last_kind"], "player_status_changed");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn inspector_pages_escape_event_text_and_form_posts_need_the_csrf_field() {
+    let receiver = TestReceiver::scripted(&[(410, None)], Mode::Status(200)).await;
+    let app = spawn_admin_app(&http_sink(Some("hooks"), &receiver.url(), 2000, "")).await;
+    let evil = "<script>alert(1)</script>";
+    let ids = store_streams(&app, &[evil]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while get_api(&app, "/api/dead-letters?sink=hooks").await.1["dead_letters"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (cookie, csrf) = sign_in(&app).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |path: String| {
+        client
+            .get(admin_url(&app, &path))
+            .header("cookie", &cookie)
+            .send()
+    };
+    for path in [
+        "/ui/".to_owned(),
+        format!("/ui/?family=stream&q={}", ids[0]),
+        format!("/ui/events/{}", ids[0]),
+        "/ui/sinks".to_owned(),
+        "/ui/live".to_owned(),
+    ] {
+        let resp = get(path.clone()).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let html = resp.text().await.unwrap();
+        assert!(
+            !html.contains(evil),
+            "{path} carries the raw script: {html}"
+        );
+        assert!(html.contains("/ui/assets/ui.css"), "{path}");
+        if path != "/ui/sinks" {
+            assert!(
+                html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+                "{path}: {html}"
+            );
+        }
+    }
+    let page = get(format!("/ui/events/{}", ids[0])).await.unwrap();
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("state-dead") && html.contains("name=\"csrf\""),
+        "{html}"
+    );
+    let resp = get("/ui/events/0190c0de-0000-7000-8000-000000000000".into())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    for (asset, kind) in [("ui.css", "text/css"), ("ui.js", "text/javascript")] {
+        let resp = app
+            .client
+            .get(admin_url(&app, &format!("/ui/assets/{asset}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(content_type(&resp).starts_with(kind), "{asset}");
+    }
+
+    let replay = |token: &str, origin: Option<String>| {
+        let mut req = client
+            .post(admin_url(&app, &format!("/ui/events/{}/replay", ids[0])))
+            .header("cookie", &cookie)
+            .form(&[("csrf", token)]);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req.send()
+    };
+    assert_eq!(replay("nope", None).await.unwrap().status(), 403);
+    let evil_origin = Some("https://evil.example".to_owned());
+    assert_eq!(replay(&csrf, evil_origin).await.unwrap().status(), 403);
+    let same = Some(format!("http://{}", app.admin_addr.unwrap()));
+    let resp = replay(&csrf, same).await.unwrap();
+    assert_eq!(resp.status(), 303);
+    let to = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(to, format!("/ui/events/{}?replayed=1", ids[0]));
+    receiver.wait_for_success(Duration::from_secs(20)).await;
+    wait_delivered(&app, &ids[0]).await;
     app.stop().await;
 }
