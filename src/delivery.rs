@@ -100,6 +100,7 @@ impl Delivery {
                     .max_per_second
                     .map_or(BATCH, |r| (r as usize).clamp(1, BATCH)),
                 pace: common.max_per_second.map(Pace::new),
+                released: false,
             };
             tasks.spawn(worker.run(state.attempts));
         }
@@ -262,6 +263,9 @@ struct Worker {
     batch: usize,
     /// The sink's `max_per_second`.
     pace: Option<Pace>,
+    /// Set when `deliver_all` gave its batch back to the store (see
+    /// [`Feed::hold_limit`]).
+    released: bool,
 }
 
 impl Worker {
@@ -332,6 +336,14 @@ impl Worker {
                     .await
                 {
                     Some(finals) => finals,
+                    None if std::mem::take(&mut self.released) => {
+                        // Given back to the store: wait out the backoff, then read again.
+                        let wait = self.backoff.remaining();
+                        if self.pause(wait).await {
+                            break;
+                        }
+                        continue;
+                    }
                     None => break, // cancelled: this batch is offered again after restart
                 }
             };
@@ -418,6 +430,14 @@ impl Worker {
         loop {
             if self.backoff.is_failing() {
                 let wait = self.backoff.remaining();
+                if !replay && self.feed.hold_limit().is_some_and(|limit| wait > limit) {
+                    // A shared store's other replicas take the sink over if
+                    // this one holds a batch too long: give it back instead,
+                    // so the events stay in order wherever they are delivered.
+                    self.feed.release().await;
+                    self.released = true;
+                    return None;
+                }
                 if !wait.is_zero() && self.pause(wait).await {
                     return None;
                 }

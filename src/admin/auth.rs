@@ -109,7 +109,14 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
 pub fn authenticate(state: &AdminState, headers: &HeaderMap) -> Result<Access, AdminError> {
     let config = state.app.config();
     let Some(token) = &config.admin.token else {
-        return Ok(Access::Open);
+        // No token is allowed only on a loopback listener. Refuse any Host
+        // but a loopback one, or a page on `rebind.example` resolving to
+        // 127.0.0.1 (DNS rebinding) would be same-origin with this API.
+        return if loopback_host(headers) {
+            Ok(Access::Open)
+        } else {
+            Err(AdminError::Unauthorized)
+        };
     };
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let given = value
@@ -126,6 +133,22 @@ pub fn authenticate(state: &AdminState, headers: &HeaderMap) -> Result<Access, A
     let id = session_cookie(headers).ok_or(AdminError::Unauthorized)?;
     let csrf = state.sessions.csrf(&id).ok_or(AdminError::Unauthorized)?;
     Ok(Access::Session { id, csrf })
+}
+
+/// Whether the request names a loopback host (`localhost`, `127.x.y.z`,
+/// `[::1]`, with or without a port).
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether the browser says the request comes from another site.
@@ -230,6 +253,33 @@ pub async fn require(State(state): State<AdminState>, mut req: Request, next: Ne
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_hosts_count_as_loopback() {
+        let with = |h: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, h.parse().unwrap());
+            loopback_host(&m)
+        };
+        for ok in [
+            "127.0.0.1:9090",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:9090",
+            "127.1.2.3",
+        ] {
+            assert!(with(ok), "{ok}");
+        }
+        for bad in [
+            "rebind.example:9090",
+            "10.0.0.1",
+            "localhost.evil",
+            "[::2]:1",
+        ] {
+            assert!(!with(bad), "{bad}");
+        }
+        assert!(!loopback_host(&HeaderMap::new()));
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -616,7 +616,7 @@ impl NatsInspector {
             let id = header(EVENT_ID).unwrap_or_default();
             self.remember(&id, at);
             last_scanned = Some(id.clone());
-            let resource = header(RESOURCE);
+            let resource = header(RESOURCE).map(|r| super::nats::from_header(&r));
             let envelope = String::from_utf8_lossy(&m.payload).into_owned();
             let value: Value = serde_json::from_str(&envelope).unwrap_or(Value::Null);
             if !filter.matches(&value, &id, resource.as_deref()) {
@@ -774,7 +774,7 @@ impl Tail {
                         received_at_ms: header(RECEIVED_AT)
                             .and_then(|v| v.parse().ok())
                             .unwrap_or(0),
-                        resource: header(RESOURCE),
+                        resource: header(RESOURCE).map(|r| super::nats::from_header(&r)),
                         envelope: String::from_utf8_lossy(&m.payload).into_owned(),
                     }))
                 }

@@ -203,6 +203,23 @@ impl Feed {
         feed!(self, f => f.dead_letter_count().await)
     }
 
+    /// How long a batch may be held undelivered (a sink backing off)
+    /// before it must be given back with [`Feed::release`]; `None`: as long
+    /// as it takes.
+    pub fn hold_limit(&self) -> Option<Duration> {
+        match self {
+            Feed::Local(_) => None,
+            Feed::Nats(f) => f.hold_limit(),
+        }
+    }
+
+    /// Gives the batch handed out by `next` back, undelivered.
+    pub async fn release(&mut self) {
+        if let Feed::Nats(f) = self {
+            f.release().await;
+        }
+    }
+
     /// The position the sink is done up to (store order), for progress metrics.
     pub fn position(&self) -> i64 {
         feed!(self, f => f.position())

@@ -162,6 +162,8 @@ const ACK_WAIT: Duration = Duration::from_secs(20);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How often dead letters are scanned for replay requests.
 const REPLAY_SCAN: Duration = Duration::from_secs(1);
+/// Acknowledged sequences remembered per feed, to skip their redeliveries.
+const ACKED_REMEMBERED: usize = 16_384;
 
 /// Handles that exist once the stream and buckets do.
 #[derive(Clone)]
@@ -363,7 +365,8 @@ impl NatsStore {
         headers.insert(EVENT_ID, ev.id.as_str());
         headers.insert(RECEIVED_AT, ev.received_at_ms.to_string().as_str());
         if let Some(resource) = &ev.resource {
-            headers.insert(RESOURCE, resource.as_str());
+            // Vendor text: a CR or LF would make an invalid header.
+            headers.insert(RESOURCE, header_safe(resource).as_str());
         }
         let payload = Bytes::from(ev.envelope.clone());
         let ack = loop {
@@ -394,11 +397,11 @@ impl NatsStore {
         };
         if ack.duplicate {
             // The PubAck carries the original's sequence: its id is there.
-            let original = h
-                .stream
-                .get_raw_message(ack.sequence)
-                .await
-                .map_err(|e| SpoolError::Read(e.to_string()))?;
+            let original =
+                tokio::time::timeout_at(deadline, h.stream.get_raw_message(ack.sequence))
+                    .await
+                    .map_err(|_| SpoolError::Read("no answer reading the original event".into()))?
+                    .map_err(|e| SpoolError::Read(e.to_string()))?;
             let id = original
                 .headers
                 .get(EVENT_ID)
@@ -407,6 +410,10 @@ impl NatsStore {
             self.inner
                 .recent
                 .stored(&ev.dedup_key, ev.sig_key.as_deref(), &id, ev.received_at_ms);
+            if id == ev.id {
+                // Our own first attempt landed and a retry saw it: stored, once.
+                return Ok(Appended::Stored { id });
+            }
             return Ok(Appended::Duplicate { id });
         }
         self.inner.recent.stored(
@@ -497,6 +504,8 @@ impl NatsStore {
                 position: 0,
                 failing,
                 replays_scanned: None,
+                batch: 256,
+                acked: Default::default(),
             },
             state,
         ))
@@ -519,6 +528,26 @@ impl NatsStore {
 /// The durable consumer of `sink`.
 pub(crate) fn consumer_name(sink: &str) -> String {
     format!("sink_{}", name_token(sink))
+}
+
+/// `text` as a header value: bytes outside printable ASCII, and `%`,
+/// percent-encoded ([`from_header`] reverses it).
+pub fn header_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The text [`header_safe`] encoded.
+pub fn from_header(value: &str) -> String {
+    crate::decode::percent_decode_form(value.replace('+', "%2B").as_bytes())
+        .unwrap_or_else(|_| value.to_owned())
 }
 
 /// Errors worth retrying within the ack timeout: a duplicate still being
@@ -633,6 +662,10 @@ pub struct NatsFeed {
     position: i64,
     failing: bool,
     replays_scanned: Option<tokio::time::Instant>,
+    /// The worker's batch size, which the pull stream's follows.
+    batch: usize,
+    /// Sequences acknowledged lately: a redelivery of one is skipped.
+    acked: std::collections::BTreeSet<u64>,
 }
 
 impl NatsFeed {
@@ -651,7 +684,9 @@ impl NatsFeed {
                 .group(GROUP)
                 .expires(expires)
                 .heartbeat(expires / 2)
-                .max_messages_per_batch(256)
+                // No more than the worker takes at once: messages buffered
+                // here get no progress acks and would be redelivered.
+                .max_messages_per_batch(self.batch.max(1))
                 .messages()
                 .await
                 .map_err(|e| SpoolError::Read(e.to_string()))?;
@@ -663,6 +698,11 @@ impl NatsFeed {
     }
 
     pub async fn next(&mut self, max: usize) -> Result<Vec<StoredEvent>, SpoolError> {
+        if self.batch != max {
+            // The pull stream's batch follows the worker's (a paced sink reads less).
+            self.batch = max;
+            self.messages = None;
+        }
         let held_seqs: Vec<u64> = self
             .held
             .lock()
@@ -701,6 +741,22 @@ impl NatsFeed {
             if held_seqs.contains(&seq) || fresh.iter().any(|(s, _)| *s == seq) {
                 continue; // a redelivery of one we hold
             }
+            if self.acked.contains(&seq) {
+                // A redelivery of one already done (its ack was lost): ack again, skip.
+                let _ = next.ack().await;
+                continue;
+            }
+            if next
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(EVENT_ID))
+                .is_none()
+            {
+                // Not written by hookrelay (another publisher on our subjects).
+                tracing::warn!(sink = %self.sink, seq, "a message without an event id; skipped");
+                let _ = next.ack_with(AckKind::Term).await;
+                continue;
+            }
             let header = |name: &str| {
                 next.headers
                     .as_ref()
@@ -713,7 +769,7 @@ impl NatsFeed {
                 received_at_ms: header(RECEIVED_AT)
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0),
-                resource: header(RESOURCE),
+                resource: header(RESOURCE).map(|r| from_header(&r)),
                 envelope: String::from_utf8_lossy(&next.payload).into_owned(),
             };
             fresh.push((seq, next.clone()));
@@ -723,6 +779,36 @@ impl NatsFeed {
             h.extend(fresh.into_iter().map(|(_, m)| m));
         }
         Ok(batch)
+    }
+
+    fn remember_acked(&mut self, seq: u64) {
+        if self.acked.len() >= ACKED_REMEMBERED
+            && let Some(oldest) = self.acked.iter().next().copied()
+        {
+            self.acked.remove(&oldest);
+        }
+        self.acked.insert(seq);
+    }
+
+    /// How long the feed may hold a batch without delivering it: past it,
+    /// [`NatsFeed::release`] gives the batch back, since another replica
+    /// takes the sink over `failover_secs` after this one stops pulling and
+    /// would deliver newer events before the held ones.
+    pub fn hold_limit(&self) -> Option<Duration> {
+        Some(Duration::from_secs(self.store.inner.config.failover_secs) / 2)
+    }
+
+    /// Gives every held message back to the stream (redelivered, in order,
+    /// to whichever replica pulls next) and stops pulling until `next`.
+    pub async fn release(&mut self) {
+        let held: Vec<jetstream::Message> = match self.held.lock() {
+            Ok(mut h) => h.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for m in held {
+            let _ = m.ack_with(AckKind::Nak(None)).await;
+        }
+        self.messages = None;
     }
 
     pub async fn wait(&mut self, _timeout: Duration) {
@@ -751,6 +837,9 @@ impl NatsFeed {
             Err(_) => Vec::new(),
         };
         for m in done {
+            if let Ok(info) = m.info() {
+                self.remember_acked(info.stream_sequence);
+            }
             if let Err(e) = m.ack().await {
                 tracing::debug!(sink = %self.sink, error = %e, "ack failed (redelivered later)");
             }
@@ -804,18 +893,42 @@ impl NatsFeed {
             return Ok(Vec::new());
         };
         let letters = dead_letters_of(&h.dead_letters, Some(&self.sink)).await?;
-        Ok(letters
+        let mut claimed = Vec::new();
+        for d in letters
             .into_iter()
             .filter(|d| d.replay_requested_at_ms.is_some())
-            .take(max)
-            .map(|d| StoredEvent {
-                seq: 0,
-                id: d.event_id,
-                received_at_ms: d.dead_at_ms,
-                resource: d.resource,
-                envelope: d.envelope,
-            })
-            .collect())
+        {
+            if claimed.len() >= max {
+                break;
+            }
+            // Every replica scans; exactly one claims each replay: the
+            // request flag is cleared by a compare-and-swap on the revision.
+            let key = dead_letter_key(&self.sink, &d.event_id);
+            let Ok(Some(entry)) = h.dead_letters.entry(key.clone()).await else {
+                continue;
+            };
+            let Ok(mut current) = serde_json::from_slice::<StoredDeadLetter>(&entry.value) else {
+                continue;
+            };
+            if current.replay_requested_at_ms.take().is_none() {
+                continue;
+            }
+            let body = Bytes::from(serde_json::to_vec(&current).unwrap_or_default());
+            if h.dead_letters
+                .update(key, body, entry.revision)
+                .await
+                .is_ok()
+            {
+                claimed.push(StoredEvent {
+                    seq: 0,
+                    id: current.event_id,
+                    received_at_ms: current.dead_at_ms,
+                    resource: current.resource,
+                    envelope: current.envelope,
+                });
+            }
+        }
+        Ok(claimed)
     }
 
     pub async fn replayed(
@@ -909,4 +1022,21 @@ pub async fn dead_letters_of(
     }
     out.sort_by_key(|d| d.dead_at_ms);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_text_round_trips_whatever_the_vendor_wrote() {
+        for text in ["plain-id_1", "line\r\nbreak", "50% off + more", "房间", ""] {
+            let encoded = header_safe(text);
+            assert!(
+                encoded.bytes().all(|b| (0x20..0x7f).contains(&b)),
+                "{encoded}"
+            );
+            assert_eq!(from_header(&encoded), text);
+        }
+    }
 }

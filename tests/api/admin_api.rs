@@ -889,3 +889,29 @@ async fn inspector_pages_escape_event_text_and_form_posts_need_the_csrf_field() 
     wait_delivered(&app, &ids[0]).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn without_a_token_only_a_loopback_host_name_is_served() {
+    // A loopback listener may run without a token; a page on another name
+    // resolving to 127.0.0.1 (DNS rebinding) must still be refused.
+    let app = spawn_app_with("[admin]\nlisten = \"127.0.0.1:0\"\n").await;
+    let url = admin_url(&app, "/api/sinks");
+    let local = app.client.get(&url).send().await.unwrap();
+    assert_eq!(local.status(), 200);
+    let rebound = app
+        .client
+        .get(&url)
+        .header("host", "rebind.example:9090")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_body(rebound).await;
+    assert_eq!(
+        (status, body),
+        (
+            401,
+            serde_json::json!({"ok": false, "error": "unauthorized"})
+        )
+    );
+    app.stop().await;
+}

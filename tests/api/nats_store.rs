@@ -72,7 +72,7 @@ secret = "{NETEASE_SECRET}"
 struct Replicas {
     a: Binary,
     b: Binary,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
 impl Replicas {
@@ -85,7 +85,7 @@ impl Replicas {
         Replicas {
             a,
             b,
-            _dirs: (da, db),
+            dirs: (da, db),
         }
     }
 }
@@ -515,4 +515,53 @@ async fn the_nats_sink_publishes_envelopes_with_their_dedup_key_and_retries_an_o
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_id_with_line_breaks_is_stored_and_delivered_intact() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let receiver = TestReceiver::start(Mode::Status(200)).await;
+    let Replicas { a, .. } = Replicas::start(&[nats.url()], &receiver.url(), "").await;
+    // Vendor text ends up in a message header: it must not break the publish.
+    let (status, ack) = post(&a, &stream_create("line\r\nbreak %41")).await;
+    assert_eq!(status, 200, "{ack}");
+    let got = receiver.wait_for(1, Duration::from_secs(20)).await;
+    let envelope: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(envelope["id"], ack["id"]);
+    assert_eq!(envelope["event"]["stream_id"], "line\r\nbreak %41");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_dead_letter_is_delivered_once_whatever_the_number_of_replicas() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let receiver = TestReceiver::start(Mode::Status(410)).await;
+    let replicas = Replicas::start(&[nats.url()], &receiver.url(), "").await;
+    let (status, ack) = post(&replicas.a, &stream_create("replayed-once")).await;
+    assert_eq!(status, 200, "{ack}");
+    let config = replicas.dirs.0.path().join("hookrelay.toml");
+    wait_for_dead_letters(&config, "hooks", 1).await;
+    let rejected = receiver.attempts().len();
+
+    receiver.set_mode(Mode::Status(200));
+    let out = cli(
+        &["dead-letters", "replay", "--all", "--sink", "hooks"],
+        &config,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    receiver.wait_for(1, Duration::from_secs(20)).await;
+    // Both replicas scan for replays every second: give the other one a
+    // few rounds to (wrongly) deliver it too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let delivered = receiver.received();
+    assert_eq!(delivered.len(), 1, "one replay, one delivery");
+    assert_eq!(receiver.attempts().len(), rejected + 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dead_letters(&config, "hooks").is_empty() {
+        assert!(Instant::now() < deadline, "the replayed dead letter stayed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
