@@ -2,8 +2,10 @@
 //!
 //! Its top-level fields are a contract (`id`, `received_at`, `provider`,
 //! `family`, `kind`, `app_id`, `event_time_ms`, `dedup_key`, `event`, `raw`).
-//! The envelope is serialized once, at ingest, and stored as text: sinks and
-//! replays send exactly the bytes that were committed.
+//! The local store keeps the decoded payload (`raw`) and the event's
+//! metadata once, and [`render`] builds the envelope from them at delivery:
+//! the typed `event` is a function of `raw`, so storing both would store the
+//! payload twice. The NATS store keeps the rendered envelope.
 
 use crate::providers::{Family, Provider};
 use serde::Serialize;
@@ -26,6 +28,39 @@ pub struct Envelope<'a> {
     pub event: &'a Value,
     /// The decoded payload as received.
     pub raw: &'a Value,
+}
+
+/// What the envelope needs besides the payload; stored with it.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta<'a> {
+    pub id: &'a str,
+    pub received_at_ms: i64,
+    pub family: &'a str,
+    pub kind: &'a str,
+    pub app_id: &'a str,
+    pub dedup_key: &'a str,
+}
+
+/// Renders the envelope of a stored event from its decoded payload (JSON
+/// text). `None` if the family is unknown to this build or `raw` is not JSON.
+pub fn render(meta: Meta<'_>, raw: &str) -> Option<String> {
+    let family = Family::by_name(meta.family)?;
+    let payload: Value = serde_json::from_str(raw).ok()?;
+    let parsed = family.parse(&payload);
+    let received_at = crate::clock::rfc3339(meta.received_at_ms);
+    let envelope = Envelope {
+        id: meta.id,
+        received_at: &received_at,
+        provider: family.provider(),
+        family,
+        kind: meta.kind,
+        app_id: meta.app_id,
+        event_time_ms: parsed.event_time_ms,
+        dedup_key: meta.dedup_key,
+        event: &parsed.event,
+        raw: &payload,
+    };
+    serde_json::to_string(&envelope).ok()
 }
 
 /// A new time-ordered event id.

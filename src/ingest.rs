@@ -14,7 +14,7 @@ use crate::error::IngestError;
 use crate::event::{self, Envelope};
 use crate::metrics::Metrics;
 use crate::providers::{Authenticated, Family, Parsed};
-use crate::spool::{self, Appended, NewEvent};
+use crate::spool::{self, Appended, Body, NewEvent};
 use crate::store::Store;
 use crate::verify::Verified;
 use axum::Json;
@@ -82,7 +82,9 @@ pub async fn ingest(
         return Ok(answer);
     }
     let parsed = parse(family, &proof.payload)?;
-    let new_event = verified.map(|proof| build_event(family, now, proof, parsed, dedup_key));
+    let raw_only = state.store.renders_at_delivery();
+    let new_event =
+        verified.map(|proof| build_event(family, now, proof, parsed, dedup_key, raw_only));
     store(state, family, new_event).await
 }
 
@@ -120,6 +122,7 @@ fn build_event(
     proof: Authenticated,
     parsed: Parsed,
     dedup_key: String,
+    raw_only: bool,
 ) -> NewEvent {
     let Authenticated {
         app_id,
@@ -136,21 +139,20 @@ fn build_event(
         }
     }
     let id = event::new_id();
-    let received_at = clock::rfc3339(received_at_ms);
-    let envelope = Envelope {
-        id: &id,
-        received_at: &received_at,
-        provider: family.provider(),
-        family,
-        kind: &parsed.kind,
-        app_id: &app_id,
-        event_time_ms: parsed.event_time_ms,
-        dedup_key: &dedup_key,
-        event: &parsed.event,
-        raw: &payload,
+    let body = if raw_only {
+        // The local store keeps the payload and renders the envelope at delivery.
+        Body::Raw(serde_json::to_string(&payload).unwrap_or_default())
+    } else {
+        Body::Envelope(render_envelope(
+            family,
+            &id,
+            received_at_ms,
+            &app_id,
+            &parsed,
+            &dedup_key,
+            &payload,
+        ))
     };
-    // Serializing Values and plain strings cannot fail.
-    let envelope = serde_json::to_string(&envelope).unwrap_or_default();
     NewEvent {
         id,
         provider: family.provider().as_str(),
@@ -160,8 +162,35 @@ fn build_event(
         resource: parsed.resource,
         family: family.as_str(),
         kind: parsed.kind,
-        envelope,
+        app_id,
+        body,
     }
+}
+
+fn render_envelope(
+    family: Family,
+    id: &str,
+    received_at_ms: i64,
+    app_id: &str,
+    parsed: &Parsed,
+    dedup_key: &str,
+    payload: &Value,
+) -> String {
+    let received_at = clock::rfc3339(received_at_ms);
+    let envelope = Envelope {
+        id,
+        received_at: &received_at,
+        provider: family.provider(),
+        family,
+        kind: &parsed.kind,
+        app_id,
+        event_time_ms: parsed.event_time_ms,
+        dedup_key,
+        event: &parsed.event,
+        raw: payload,
+    };
+    // Serializing Values and plain strings cannot fail.
+    serde_json::to_string(&envelope).unwrap_or_default()
 }
 
 async fn store(

@@ -161,10 +161,16 @@ pub struct Metrics {
     delivery_seconds: Family<SinkLabel, Histogram>,
     dead_letters: Family<SinkLabel, Gauge>,
     secret_matches: Family<SecretLabels, Counter>,
+    store_corrupt_records: Counter,
     progress: HashMap<String, Arc<SinkProgress>>,
 }
 
 impl Metrics {
+    /// The counter the local store increments for each corrupt record it finds.
+    pub fn store_corrupt_records(&self) -> Counter {
+        self.store_corrupt_records.clone()
+    }
+
     /// The registry, with every series of the `sinks` and `apps` given.
     pub fn new<S: AsRef<str>>(sinks: &[S], apps: &[App]) -> Metrics {
         let mut registry = Registry::default();
@@ -241,6 +247,12 @@ impl Metrics {
                 env!("CARGO_PKG_VERSION").to_owned(),
             )]),
         );
+        let store_corrupt_records = Counter::default();
+        registry.register(
+            "hookrelay_store_corrupt_records",
+            "Stored records that failed their checksum when read: reported, never delivered",
+            store_corrupt_records.clone(),
+        );
         registry.register(
             "hookrelay_secret_matches",
             "Verified callbacks by which of the app's secrets matched (0 = newest)",
@@ -298,6 +310,7 @@ impl Metrics {
             delivery_seconds,
             dead_letters,
             secret_matches,
+            store_corrupt_records,
             progress,
         };
         metrics.register_apps(apps);

@@ -3,7 +3,7 @@
 //! ZEGO signatures remembered across restarts.
 
 use hookrelay::secret::SecretString;
-use hookrelay::spool::{Appended, NewEvent, Spool, SpoolOptions, now_ms};
+use hookrelay::spool::{Appended, Body, NewEvent, Spool, SpoolOptions, now_ms};
 use hookrelay::verify::{Verified, zego};
 use std::time::Duration;
 
@@ -25,7 +25,11 @@ fn event(n: u64, size: usize) -> NewEvent {
     let id = uuid::Uuid::now_v7().to_string();
     NewEvent {
         provider: "zego",
-        envelope: format!("{{\"id\":\"{id}\",\"pad\":\"{}\"}}", "x".repeat(size)),
+        body: Body::Envelope(format!(
+            "{{\"id\":\"{id}\",\"pad\":\"{}\"}}",
+            "x".repeat(size)
+        )),
+        app_id: "1".into(),
         id,
         received_at_ms: now_ms(),
         dedup_key: format!("{n:032x}"),
@@ -62,6 +66,7 @@ async fn under_steady_load_pruning_keeps_the_spool_file_bounded() {
         signature_window: Duration::from_millis(1),
         retention: Duration::ZERO,
         max_size_bytes: 0,
+        ..SpoolOptions::default()
     };
     let spool = Spool::open(dir.path(), options, &sinks()).unwrap();
     let size = || {
@@ -110,6 +115,7 @@ async fn undelivered_events_are_never_pruned() {
         signature_window: Duration::from_millis(1),
         retention: Duration::ZERO,
         max_size_bytes: 0,
+        ..SpoolOptions::default()
     };
     let spool = Spool::open(dir.path(), options, &sinks()).unwrap();
     for n in 0..10 {
@@ -135,6 +141,7 @@ async fn a_full_spool_refuses_appends_and_recovers_once_space_is_freed() {
         signature_window: Duration::from_millis(1),
         retention: Duration::ZERO,
         max_size_bytes: 512 * 1024,
+        ..SpoolOptions::default()
     };
     let spool = Spool::open(dir.path(), options, &sinks()).unwrap();
     let mut n = 0;
@@ -167,6 +174,7 @@ async fn repeats_inside_the_window_are_duplicates_and_outside_it_are_new() {
         signature_window: Duration::from_millis(300),
         retention: Duration::from_secs(3600),
         max_size_bytes: 0,
+        ..SpoolOptions::default()
     };
     let spool = Spool::open(dir.path(), options, &sinks()).unwrap();
     let first = spool.append(verified(event(7, 10))).await.unwrap();
@@ -189,6 +197,7 @@ async fn a_signature_used_once_is_refused_with_another_payload_after_a_restart()
         signature_window: Duration::from_secs(3600),
         retention: Duration::from_secs(3600),
         max_size_bytes: 0,
+        ..SpoolOptions::default()
     };
     let spool = Spool::open(dir.path(), options(), &sinks()).unwrap();
     let first = spool.append(verified(signed_event(1, 100))).await.unwrap();

@@ -63,7 +63,7 @@ impl Application {
             .collect();
         let sink_names: Vec<&str> = config.sinks.iter().map(|s| s.name()).collect();
         let metrics = Arc::new(Metrics::new(&sink_names, &config.apps));
-        let store = open_store(&config, &names).await?;
+        let store = open_store(&config, &names, metrics.store_corrupt_records()).await?;
         let delivery = Delivery::start(sinks, &store, Arc::clone(&metrics)).await?;
         let listener = TcpListener::bind(config.server.listen)
             .await
@@ -211,7 +211,11 @@ impl Application {
 /// The store `[spool] backend` names: the local SQLite spool, or the
 /// JetStream store (which connects in the background and never blocks
 /// start-up on NATS).
-async fn open_store(config: &Config, sinks: &[(String, String)]) -> anyhow::Result<Store> {
+async fn open_store(
+    config: &Config,
+    sinks: &[(String, String)],
+    corrupt_records: prometheus_client::metrics::counter::Counter,
+) -> anyhow::Result<Store> {
     match (config.spool.backend, &config.nats) {
         (Backend::Nats, Some(nats)) => {
             let names = sinks.iter().map(|(name, _)| name.clone()).collect();
@@ -230,6 +234,7 @@ async fn open_store(config: &Config, sinks: &[(String, String)]) -> anyhow::Resu
                 signature_window: config.signature_window(),
                 retention: config.spool.retention(),
                 max_size_bytes: config.spool.max_size_mb * 1024 * 1024,
+                corrupt_records,
             };
             let dir = config.spool.dir.clone();
             let sinks = sinks.to_vec();

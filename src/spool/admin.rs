@@ -2,6 +2,7 @@
 //! show an event. Safe while the server runs: SQLite WAL lets this process
 //! read, and its few writes wait for the server's writer between commits.
 
+use super::reader::{CatalogRow, ROW_COLUMNS};
 use super::{FILE_NAME, SpoolError, StoredEvent, now_ms, open_connection};
 use crate::store::inspect::{Attempt, EventFilter, SinkMarks};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -11,6 +12,7 @@ use std::path::Path;
 /// A spool opened by the CLI.
 pub struct Admin {
     conn: Connection,
+    log_dir: std::path::PathBuf,
 }
 
 /// One dead letter, as `dead-letters list` shows it.
@@ -42,7 +44,10 @@ impl Admin {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        Ok(Admin { conn })
+        Ok(Admin {
+            conn,
+            log_dir: super::log::dir_of(dir),
+        })
     }
 
     pub fn dead_letters(&self, sink: Option<&str>) -> Result<Vec<DeadLetterRow>, SpoolError> {
@@ -114,17 +119,38 @@ impl Admin {
         Ok(n)
     }
 
-    /// An event's envelope by id, from the events or, once pruned, from dead letters.
+    /// Reads catalog rows from the log; a corrupt record is an error that says so.
+    fn load(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<StoredEvent>, SpoolError> {
+        let rows = {
+            let mut stmt = self.conn.prepare_cached(sql).map_err(err)?;
+            let rows = stmt.query_map(params, CatalogRow::from_row).map_err(err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(err)?
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for (row, outcome) in super::reader::load(&self.log_dir, rows)? {
+            match outcome {
+                Ok(e) => out.push(e),
+                Err(reason) => {
+                    super::reader::report_corrupt(&self.conn, &row, &reason, None);
+                    return Err(SpoolError::Corrupt(format!(
+                        "event {} is corrupt in the store: {reason}",
+                        row.id()
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// An event's envelope by id, from the events or, once pruned, from
+    /// dead letters. A corrupt record is an error that says so.
     pub fn event(&self, id: &str) -> Result<Option<String>, SpoolError> {
-        let found: Option<String> = self
-            .conn
-            .query_row("SELECT envelope FROM events WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(err)?;
-        if found.is_some() {
-            return Ok(found);
+        if let Some(e) = self.stored_event(id)? {
+            return Ok(Some(e.envelope));
         }
         self.conn
             .query_row(
@@ -207,18 +233,18 @@ impl Admin {
     ) -> Result<Vec<StoredEvent>, SpoolError> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT seq, id, resource, envelope, received_at_ms FROM events
+            .prepare_cached(&format!(
+                "SELECT {ROW_COLUMNS} FROM events
                  WHERE (?1 IS NULL OR family = ?1)
                    AND (?2 IS NULL OR kind = ?2)
-                   AND (?3 IS NULL OR json_extract(envelope, '$.app_id') = ?3)
+                   AND (?3 IS NULL OR app_id = ?3)
                    AND (?4 IS NULL OR resource = ?4 OR id = ?4)
                    AND (?5 IS NULL OR seq < COALESCE(
                          (SELECT seq FROM events WHERE id = ?5),
                          (SELECT MIN(seq) FROM events WHERE id > ?5),
                          9223372036854775807))
-                 ORDER BY seq DESC LIMIT ?6",
-            )
+                 ORDER BY seq DESC LIMIT ?6"
+            ))
             .map_err(err)?;
         let rows = stmt
             .query_map(
@@ -230,38 +256,29 @@ impl Admin {
                     before,
                     limit as i64
                 ],
-                |r| {
-                    Ok(StoredEvent {
-                        seq: r.get(0)?,
-                        id: r.get(1)?,
-                        resource: r.get(2)?,
-                        envelope: r.get(3)?,
-                        received_at_ms: r.get(4)?,
-                    })
-                },
+                CatalogRow::from_row,
             )
             .map_err(err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+        let rows = rows.collect::<Result<Vec<_>, _>>().map_err(err)?;
+        // A list leaves a corrupt record out (reported); `event` names it.
+        let mut out = Vec::with_capacity(rows.len());
+        for (row, outcome) in super::reader::load(&self.log_dir, rows)? {
+            match outcome {
+                Ok(e) => out.push(e),
+                Err(reason) => super::reader::report_corrupt(&self.conn, &row, &reason, None),
+            }
+        }
+        Ok(out)
     }
 
-    /// One stored event by id.
+    /// One stored event by id. A corrupt record is an error that says so.
     pub fn stored_event(&self, id: &str) -> Result<Option<StoredEvent>, SpoolError> {
-        self.conn
-            .query_row(
-                "SELECT seq, id, resource, envelope, received_at_ms FROM events WHERE id = ?1",
+        Ok(self
+            .load(
+                &format!("SELECT {ROW_COLUMNS} FROM events WHERE id = ?1"),
                 [id],
-                |r| {
-                    Ok(StoredEvent {
-                        seq: r.get(0)?,
-                        id: r.get(1)?,
-                        resource: r.get(2)?,
-                        envelope: r.get(3)?,
-                        received_at_ms: r.get(4)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(err)
+            )?
+            .pop())
     }
 
     /// The seq to resume a tail after, given the last event id a client

@@ -31,15 +31,16 @@ pub struct FailedAttempt {
 pub(super) fn register_sinks(
     conn: &mut Connection,
     sinks: &[(String, String)],
+    newest: i64,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     tx.execute("UPDATE sinks SET active = 0", [])?;
     for (name, kind) in sinks {
         tx.execute(
             "INSERT INTO sinks (name, kind, cursor, active)
-             VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) FROM events), 1)
+             VALUES (?1, ?2, ?3, 1)
              ON CONFLICT (name) DO UPDATE SET active = 1, kind = excluded.kind",
-            params![name, kind],
+            params![name, kind, newest],
         )?;
     }
     tx.commit()
@@ -277,7 +278,7 @@ mod tests {
             received_at_ms: now_ms() - 60_000,
             ..event(1)
         };
-        let envelope = old.envelope.clone();
+        let envelope = old.envelope();
         let id = store(&spool, old).await;
         spool
             .dead_letter("s", vec![dead(&spool, &id).await])

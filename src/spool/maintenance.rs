@@ -4,7 +4,7 @@
 //! its current transaction); the checkpointer has a connection of its own.
 
 use super::{SpoolOptions, open_connection};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
@@ -25,58 +25,17 @@ pub(super) const WAL_AUTOCHECKPOINT_PAGES: i64 = 256;
 /// How often the checkpointer copies committed WAL frames into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
-/// Checks, inside the writer's transaction `tx`, that the spool takes a
-/// durable write and has room for an event of `room_bytes` under
-/// `max_page_count`. Runs in a savepoint: a failure is rolled back and
-/// returned as `Ok(Some(reason))`, so it never fails the appends committed
-/// with it. `Err` only when the savepoint itself fails.
-pub(super) fn probe(
-    tx: &Transaction<'_>,
-    room_bytes: u64,
-    now: i64,
-) -> rusqlite::Result<Option<String>> {
-    tx.execute_batch("SAVEPOINT probe")?;
-    let tried = (|| -> rusqlite::Result<()> {
-        let pragma = |name: &str| -> rusqlite::Result<u64> {
-            tx.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
-                .map(|v| v.max(0) as u64)
-        };
-        let free_pages = pragma("max_page_count")?
-            .saturating_sub(pragma("page_count")?)
-            .saturating_add(pragma("freelist_count")?);
-        if free_pages.saturating_mul(pragma("page_size")?) < room_bytes {
-            return Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-                Some("spool.max_size_mb reached: no room for another event".into()),
-            ));
-        }
-        tx.prepare_cached(
-            "INSERT INTO meta (key, value) VALUES ('probed_at_ms', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )?
-        .execute([now])?;
-        Ok(())
-    })();
-    let outcome = match tried {
-        Ok(()) => None,
-        Err(e) => {
-            tx.execute_batch("ROLLBACK TO probe")?;
-            Some(e.to_string())
-        }
-    };
-    tx.execute_batch("RELEASE probe")?;
-    Ok(outcome)
-}
-
-/// Deletes (up to [`PRUNE_CHUNK`]) events that every active sink is past
-/// and that are older than the retention, the dedup and the signature
-/// window at `now`, and signatures older than the signature window.
-/// Returns how many events went.
+/// Deletes (up to [`PRUNE_CHUNK`]) catalog rows of events that every
+/// active sink is past and that are older than the retention, the dedup and
+/// the signature window at `now`, and signatures older than the signature
+/// window. Returns the highest seq that may go (whole segments at or below
+/// it are then removed by [`remove_segments`]).
 pub(super) fn prune(
     conn: &mut Connection,
     options: &SpoolOptions,
     now: i64,
-) -> rusqlite::Result<usize> {
+    next_seq: i64,
+) -> rusqlite::Result<(usize, i64)> {
     let keep = options
         .retention
         .max(options.dedup_window)
@@ -86,9 +45,8 @@ pub(super) fn prune(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Every active sink must be past an event before it may go.
     let done: i64 = tx.query_row(
-        "SELECT COALESCE((SELECT MIN(cursor) FROM sinks WHERE active = 1),
-                         (SELECT COALESCE(MAX(seq), 0) FROM events))",
-        [],
+        "SELECT COALESCE((SELECT MIN(cursor) FROM sinks WHERE active = 1), ?1)",
+        [next_seq - 1],
         |r| r.get(0),
     )?;
     // Events are appended in time order, so the old ones are a prefix.
@@ -109,8 +67,37 @@ pub(super) fn prune(
         params![upto, PRUNE_CHUNK],
     )?;
     tx.execute("DELETE FROM signatures WHERE seen_at_ms < ?1", [sig_cutoff])?;
+    // What is gone for sure: everything below the oldest row left.
+    let oldest_left: Option<i64> = tx
+        .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
+        .optional()?
+        .flatten();
     tx.commit()?;
-    Ok(deleted)
+    if deleted > 0 {
+        tracing::debug!(deleted, "pruned delivered events past retention");
+    }
+    let gone = match oldest_left {
+        Some(oldest) => upto.min(oldest - 1),
+        None => upto,
+    };
+    Ok((deleted, gone))
+}
+
+/// Removes the log segments whose every record is at or below `upto`
+/// (never `current`, the one being appended to). Returns the bytes freed.
+pub(super) fn remove_segments(dir: &Path, current: i64, upto: i64) -> std::io::Result<u64> {
+    let segments = super::log::segments(dir)?;
+    let mut freed = 0;
+    for pair in segments.windows(2) {
+        let (first, next_first) = (pair[0], pair[1]);
+        if first == current || next_first - 1 > upto {
+            break;
+        }
+        let path = dir.join(super::log::segment_name(first));
+        freed += std::fs::metadata(&path)?.len();
+        std::fs::remove_file(&path)?;
+    }
+    Ok(freed)
 }
 
 /// Copies the whole WAL into the database and truncates it to 0 bytes;
@@ -187,7 +174,7 @@ mod tests {
         let mut full = false;
         for n in 0..50 {
             let big = NewEvent {
-                envelope: "x".repeat(200_000),
+                body: crate::spool::Body::Envelope("x".repeat(200_000)),
                 ..event(n)
             };
             if spool.append(verified(big)).await.is_err() {
@@ -218,31 +205,12 @@ mod tests {
         spool.close().await;
     }
 
-    #[test]
-    fn a_failed_probe_leaves_the_rest_of_its_transaction_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = migrated(dir.path());
-        let tx = conn.transaction().unwrap();
-        tx.execute("INSERT INTO meta (key, value) VALUES ('before', 1)", [])
-            .unwrap();
-        let reason = probe(&tx, u64::MAX, NOW).unwrap();
-        assert!(reason.unwrap().contains("max_size_mb"));
-        tx.commit().unwrap();
-        let keys: Vec<String> = conn
-            .prepare("SELECT key FROM meta ORDER BY key")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(keys, ["before"], "committed, without the probe's row");
-    }
-
     fn insert(conn: &Connection, n: i64, received_at_ms: i64) {
         conn.execute(
-            "INSERT INTO events (id, received_at_ms, dedup_key, family, kind, envelope)
-             VALUES (?1, ?2, ?1, 'stream', 'stream_create', '{}')",
-            params![format!("e{n}"), received_at_ms],
+            "INSERT INTO events (seq, id, received_at_ms, dedup_key, family, kind, app_id,
+                                 segment, offset, len)
+             VALUES (?1, ?2, ?3, ?2, 'stream', 'stream_create', '1', 1, 0, 0)",
+            params![n, format!("e{n}"), received_at_ms],
         )
         .unwrap();
     }
@@ -269,6 +237,7 @@ mod tests {
             dedup_window: secs(dedup),
             signature_window: secs(signature),
             max_size_bytes: 0,
+            ..SpoolOptions::default()
         }
     }
 
@@ -276,8 +245,8 @@ mod tests {
     fn prune_deletes_only_old_events_every_active_sink_is_past() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = migrated(dir.path());
-        ledger::register_sinks(&mut conn, &sinks(&["a", "b", "gone"])).unwrap();
-        ledger::register_sinks(&mut conn, &sinks(&["a", "b"])).unwrap();
+        ledger::register_sinks(&mut conn, &sinks(&["a", "b", "gone"]), 0).unwrap();
+        ledger::register_sinks(&mut conn, &sinks(&["a", "b"]), 0).unwrap();
         for (n, age) in [(1, 500), (2, 400), (3, 300), (4, 50)] {
             insert(&conn, n, NOW - age * SEC);
         }
@@ -286,13 +255,16 @@ mod tests {
         let options = windows(100, 10, 10);
 
         // "gone" (inactive, cursor 0) holds nothing back; "b" holds back 3.
-        assert_eq!(prune(&mut conn, &options, NOW).unwrap(), 2);
+        assert_eq!(prune(&mut conn, &options, NOW, 100).unwrap().0, 2);
         assert_eq!(seqs(&conn), [3, 4]);
         set_cursor(&mut conn, "b", 4);
         // 4 is younger than the retention.
-        assert_eq!(prune(&mut conn, &options, NOW).unwrap(), 1);
+        assert_eq!(prune(&mut conn, &options, NOW, 100).unwrap().0, 1);
         assert_eq!(seqs(&conn), [4]);
-        assert_eq!(prune(&mut conn, &options, NOW + 100 * SEC).unwrap(), 1);
+        assert_eq!(
+            prune(&mut conn, &options, NOW + 100 * SEC, 100).unwrap().0,
+            1
+        );
         assert!(seqs(&conn).is_empty());
     }
 
@@ -300,12 +272,21 @@ mod tests {
     fn prune_keeps_events_inside_the_dedup_or_signature_window() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = migrated(dir.path());
-        ledger::register_sinks(&mut conn, &sinks(&["a"])).unwrap();
+        ledger::register_sinks(&mut conn, &sinks(&["a"]), 0).unwrap();
         insert(&conn, 1, NOW - 50 * SEC);
         set_cursor(&mut conn, "a", 1);
-        assert_eq!(prune(&mut conn, &windows(0, 100, 0), NOW).unwrap(), 0);
-        assert_eq!(prune(&mut conn, &windows(0, 0, 100), NOW).unwrap(), 0);
-        assert_eq!(prune(&mut conn, &windows(10, 10, 10), NOW).unwrap(), 1);
+        assert_eq!(
+            prune(&mut conn, &windows(0, 100, 0), NOW, 100).unwrap().0,
+            0
+        );
+        assert_eq!(
+            prune(&mut conn, &windows(0, 0, 100), NOW, 100).unwrap().0,
+            0
+        );
+        assert_eq!(
+            prune(&mut conn, &windows(10, 10, 10), NOW, 100).unwrap().0,
+            1
+        );
     }
 
     #[test]
@@ -319,7 +300,7 @@ mod tests {
             )
             .unwrap();
         }
-        prune(&mut conn, &windows(0, 0, 10), NOW).unwrap();
+        prune(&mut conn, &windows(0, 0, 10), NOW, 100).unwrap().0;
         let left: Vec<String> = conn
             .prepare("SELECT sig_key FROM signatures")
             .unwrap()

@@ -1,59 +1,60 @@
 //! The spool: the durable store every acknowledged event passes through.
 //!
 //! # Design
-//! One SQLite file (`<spool.dir>/spool.sqlite3`) in WAL mode with
-//! `synchronous=FULL`: a commit returns only after the WAL is fsynced, so an
-//! event whose request was answered 200 survives `kill -9` and power loss.
+//! Two parts in `spool.dir`:
+//! - **the log** (`log/*.seg`, see `log.rs`): every event's record written
+//!   once, appended, `fdatasync`ed per group commit. This is what makes an
+//!   acknowledged event durable.
+//! - **the SQLite file** (`spool.sqlite3`, WAL, `synchronous=NORMAL`): the
+//!   catalog (one small row per event: where its record is, what operators
+//!   filter on), sink cursors, backoff, attempts and dead letters. It is
+//!   never the only copy of an event: after a power loss it may miss its
+//!   last commits, and [`Spool::open`] puts the log's newer records back
+//!   (`Log::open` recovery). Cursors it loses mean a re-delivery, never a skip.
 //!
-//! All writes go through one writer thread that owns the write connection.
-//! Requests hand it an `Append` command and wait on a oneshot; the writer
-//! takes everything that is waiting (up to `MAX_BATCH`) into one
-//! transaction and commits once — group commit — so N concurrent requests
-//! cost one fsync, not N. Delivery bookkeeping (cursors, backoff, dead
-//! letters) and the readiness probe are written the same way: `Exec`
-//! commands whose SQL runs inside the writer's current transaction.
-//! Readers (delivery workers, the CLI) use their own connections; WAL lets
-//! them read while the writer commits.
+//! All writes go through one writer thread. Requests hand it an `Append`
+//! and wait on a oneshot; the writer takes everything waiting (up to
+//! `MAX_BATCH`) as one batch: it decides each event against the in-memory
+//! key index (`keys.rs`), writes the new records with one write and one
+//! `fdatasync`, then inserts their catalog rows together with the batch's
+//! ledger commands in one transaction, and only then answers — group
+//! commit. The envelope is rendered from the stored payload at delivery
+//! (`crate::event::render`), so each event's payload is on disk once.
 //!
 //! # Layout
-//! - `mod.rs`: this doc; the [`Spool`] handle — opening the file, and thin
-//!   public methods that send commands to the writer or open readers;
-//!   [`SpoolOptions`], [`SpoolError`], the shared connection settings and
-//!   the re-exports.
-//! - `writer.rs`: the writer thread — batching and group commit, answering
-//!   every request of a batch — and `append_one`, the dedup and
-//!   signature-replay SQL; [`NewEvent`], [`Appended`], `Windows`.
-//! - `ledger.rs`: delivery bookkeeping, run as writer transactions: sink
-//!   registration at open, cursors (`advance`), backoff and attempts
-//!   (`record_failure`), dead letters (`dead_letter`, `replayed`);
-//!   [`DeadLetter`], [`FailedAttempt`].
-//! - `reader.rs`: [`Reader`], a read connection, and its queries;
-//!   [`StoredEvent`].
-//! - `maintenance.rs`: the readiness probe, pruning, the background
-//!   checkpointer thread and the checkpoint at close.
-//! - `recent.rs`: memory of recently committed dedup keys and signatures,
-//!   answering repeats without a trip through the writer.
-//! - `schema.rs`: tables, indexes and migrations.
-//! - `admin.rs`: operator access for the CLI (dead letters, event lookup).
+//! - `mod.rs`: this doc; the [`Spool`] handle — opening and recovery, and
+//!   thin methods that send commands to the writer or open readers.
+//! - `log.rs`: segment files, record framing (length, CRC32C), recovery.
+//! - `keys.rs`: the dedup and signature index over their windows.
+//! - `writer.rs`: the writer thread — deciding, appending, committing,
+//!   answering; [`NewEvent`], [`Appended`], `Windows`.
+//! - `ledger.rs`: delivery bookkeeping run as writer transactions.
+//! - `reader.rs`: [`Reader`], a read connection and the log; [`StoredEvent`].
+//! - `maintenance.rs`: pruning rows and segments, the checkpointer thread.
+//! - `recent.rs`: memory of recently committed keys, answering repeats
+//!   without a trip through the writer.
+//! - `schema.rs`: tables, migrations, taking over a version 1 spool.
+//! - `admin.rs`: operator access for the CLI and the admin API.
 //!
 //! # Invariants
-//! - A reply `Stored`/`Duplicate` is sent only after the transaction holding
-//!   the event committed. On any error the whole batch is rolled back and
-//!   every request in it gets `SpoolError` (answered 503: the vendor retries).
-//! - `events.seq` is monotonic and never reused; each sink's `cursor` says
-//!   every event with `seq <= cursor` is done for that sink. A crash between
-//!   a delivery and its cursor commit re-delivers (at-least-once), never skips.
-//! - Events are pruned only when every active sink's cursor has passed them
-//!   and they are older than the retention, the dedup and the signature
-//!   window. Dead letters hold a copy of the envelope, so pruning never
-//!   loses one.
+//! - A reply `Stored`/`Duplicate` is sent only after the record is synced
+//!   and its catalog row committed. On any error the batch's records are
+//!   cut from the log and every request in it gets `SpoolError` (503).
+//! - Seqs are monotonic and never reused (`meta.next_seq`); each sink's
+//!   `cursor` says every event with `seq <= cursor` is done for that sink.
+//! - A record that fails its checksum is reported (log line, metric
+//!   `hookrelay_store_corrupt_records_total`, `events show`) and never
+//!   delivered; a torn write at the log's end was never acknowledged and
+//!   is cut at open.
 //!
 //! # What a crash can lose
-//! Nothing that was acknowledged. Requests in a batch that had not committed
+//! Nothing that was acknowledged. Requests in a batch that had not synced
 //! got no answer (or a 503), so the vendor retries them.
 
 pub mod admin;
+mod keys;
 mod ledger;
+pub mod log;
 mod maintenance;
 mod reader;
 pub(crate) mod recent;
@@ -66,12 +67,75 @@ pub use crate::clock::now_ms;
 pub use ledger::{DeadLetter, FailedAttempt};
 pub use reader::{Reader, StoredEvent};
 pub use recent::Recent;
-pub use writer::{Appended, NewEvent};
+pub use writer::{Appended, Body, NewEvent};
 
 use crate::verify::Verified;
 use maintenance::Checkpointer;
 use recent::RecentKeys;
 use rusqlite::{Connection, OpenFlags};
+
+/// Puts the records recovery found past the catalog's end back into the
+/// catalog (a power loss can drop the catalog's last commits; the log has
+/// them). Returns the next seq.
+fn recover_tail(
+    conn: &mut Connection,
+    recovered: &log::Recovered,
+    mut next_seq: i64,
+    log: &log::Log,
+) -> rusqlite::Result<i64> {
+    let tx = conn.transaction()?;
+    for (record, at) in &recovered.tail {
+        schema::insert_catalog_row(&tx, record, at.segment, at.offset, at.len)?;
+        next_seq = next_seq.max(record.seq + 1);
+    }
+    if !recovered.tail.is_empty() {
+        tracing::info!(
+            records = recovered.tail.len(),
+            "put records from the log's tail back into the catalog"
+        );
+    }
+    schema::set_log_marks(&tx, next_seq, log.segment(), log.end())?;
+    tx.commit()?;
+    Ok(next_seq)
+}
+
+/// Rebuilds the key index from the catalog rows inside the windows.
+fn load_keys(conn: &Connection, options: &SpoolOptions) -> rusqlite::Result<keys::Keys> {
+    let windows = writer::Windows::at(now_ms(), options);
+    let since = windows.dedup_start.min(windows.sig_start);
+    let mut index = keys::Keys::default();
+    let blob = |b: Option<Vec<u8>>| -> Option<u128> {
+        let bytes: [u8; 16] = b?.as_slice().try_into().ok()?;
+        Some(u128::from_be_bytes(bytes))
+    };
+    // Rows are in seq order; the oldest inside the window start the index.
+    let first: Option<i64> = conn
+        .query_row(
+            "SELECT seq FROM events WHERE received_at_ms >= ?1 ORDER BY seq LIMIT 1",
+            [since],
+            |r| r.get(0),
+        )
+        .ok();
+    if let Some(first) = first {
+        let mut stmt = conn.prepare(
+            "SELECT seq, received_at_ms, dedup_key, sig_key FROM events WHERE seq >= ?1 ORDER BY seq",
+        )?;
+        let mut rows = stmt.query([first])?;
+        while let Some(r) = rows.next()? {
+            let dedup = blob(r.get(2)?).unwrap_or_default();
+            index.insert(r.get(0)?, r.get(1)?, dedup, blob(r.get(3)?));
+        }
+    }
+    let mut stmt = conn
+        .prepare("SELECT sig_key, dedup_key, seen_at_ms FROM signatures WHERE seen_at_ms >= ?1")?;
+    let mut rows = stmt.query([windows.sig_start])?;
+    while let Some(r) = rows.next()? {
+        let (sig, dedup): (String, String) = (r.get(0)?, r.get(1)?);
+        index.insert_resigned(keys::key128(&sig), keys::key128(&dedup), r.get(2)?);
+    }
+    index.expire(windows.dedup_start, windows.sig_start);
+    Ok(index)
+}
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
@@ -93,10 +157,13 @@ pub enum SpoolError {
     Read(String),
     #[error("the spool is closed")]
     Closed,
+    /// A stored record failed its checksum: reported, never delivered.
+    #[error("{0}")]
+    Corrupt(String),
 }
 
 /// Settings the spool needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SpoolOptions {
     pub dedup_window: Duration,
     /// How long a used ZEGO signature is remembered: at least as long as a
@@ -104,8 +171,10 @@ pub struct SpoolOptions {
     /// signature cannot be forgotten while it could still verify.
     pub signature_window: Duration,
     pub retention: Duration,
-    /// Largest file size in bytes; 0 = no limit.
+    /// Largest size of the log and the SQLite file together, in bytes; 0 = no limit.
     pub max_size_bytes: u64,
+    /// Counts records found corrupt (`hookrelay_store_corrupt_records_total`).
+    pub corrupt_records: prometheus_client::metrics::counter::Counter,
 }
 
 /// Handle to the spool; cheap to clone.
@@ -121,6 +190,7 @@ struct Inner {
     signature_window: Duration,
     committed: watch::Receiver<i64>,
     path: PathBuf,
+    corrupt_records: prometheus_client::metrics::counter::Counter,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<Checkpointer>>,
 }
@@ -139,7 +209,8 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> rusqlite::Result<Con
             "journal_mode: cannot switch the spool to WAL mode (got {mode})"
         )));
     }
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    // NORMAL: the log, not this file, is what makes an event durable; see the module doc.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Keep the WAL file from growing without bound after a burst.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
@@ -209,24 +280,30 @@ impl Spool {
         if check != "ok" {
             return Err(open_err(format!("integrity check failed: {check}")));
         }
-        schema::migrate(&mut conn).map_err(open_err)?;
-        if options.max_size_bytes > 0 {
-            let page_size: u64 = conn
-                .query_row("PRAGMA page_size", [], |r| r.get(0))
-                .map_err(|e| open_err(e.to_string()))?;
-            let pages = (options.max_size_bytes / page_size.max(1)).max(1);
-            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
-                .map_err(|e| open_err(e.to_string()))?;
+        let log_dir = log::dir_of(dir);
+        schema::migrate(&mut conn, &log_dir).map_err(open_err)?;
+        let marks = schema::log_marks(&conn).map_err(|e| open_err(e.to_string()))?;
+        let next_seq = marks.map_or(1, |(n, _, _)| n);
+        let (log, recovered) = log::Log::open(&log_dir, marks.map(|(_, s, e)| (s, e)), next_seq)
+            .map_err(|e| open_err(format!("event log: {e}")))?;
+        if recovered.cut_bytes > 0 {
+            tracing::warn!(
+                bytes = recovered.cut_bytes,
+                "cut a torn write at the end of the event log (never acknowledged)"
+            );
         }
-        ledger::register_sinks(&mut conn, sinks).map_err(|e| open_err(e.to_string()))?;
-        let max_seq: i64 = conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+        let next_seq = recover_tail(&mut conn, &recovered, next_seq, &log)
+            .map_err(|e| open_err(format!("recovering the log's tail: {e}")))?;
+        ledger::register_sinks(&mut conn, sinks, next_seq - 1)
             .map_err(|e| open_err(e.to_string()))?;
+        let keys = load_keys(&conn, &options).map_err(|e| open_err(e.to_string()))?;
 
         let recent = Arc::new(RecentKeys::default());
         let dedup_window = options.dedup_window;
         let signature_window = options.signature_window;
-        let writer = writer::spawn(conn, options, Arc::clone(&recent), max_seq)
+        let corrupt_records = options.corrupt_records.clone();
+        let writer = writer::Writer::new(conn, options, Arc::clone(&recent), log, keys, next_seq)
+            .and_then(writer::spawn)
             .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?;
         let checkpointer = Checkpointer::start(&path).map_err(open_err)?;
         Ok(Spool {
@@ -237,6 +314,7 @@ impl Spool {
                 signature_window,
                 committed: writer.committed,
                 path,
+                corrupt_records,
                 writer: Mutex::new(Some(writer.thread)),
                 checkpointer: Mutex::new(Some(checkpointer)),
             }),
@@ -321,26 +399,12 @@ impl Spool {
     }
 
     /// Proves the spool takes durable writes of new events: a row is
-    /// written, committed and fsynced, and under `max_size_mb` there is room
-    /// left for an event of `room_bytes`. A full spool or a full disk fails it.
+    /// written and committed, and under `max_size_mb` there is room left for
+    /// an event of `room_bytes`. A full spool or a full disk fails it.
     pub async fn probe(&self, room_bytes: u64) -> Result<(), SpoolError> {
-        let now = now_ms();
-        // A failed probe must not fail the appends group-committed with it:
-        // it runs in a savepoint and reports its own outcome.
-        let outcome: Arc<Mutex<Option<String>>> = Arc::default();
-        let report = Arc::clone(&outcome);
-        self.exec(move |tx| {
-            let failed = maintenance::probe(tx, room_bytes, now)?;
-            if let (Some(reason), Ok(mut o)) = (failed, report.lock()) {
-                *o = Some(reason);
-            }
-            Ok(())
-        })
-        .await?;
-        match outcome.lock().ok().and_then(|mut o| o.take()) {
-            Some(reason) => Err(SpoolError::Write(reason)),
-            None => Ok(()),
-        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Probe(room_bytes, reply))?;
+        rx.await.map_err(|_| SpoolError::Closed)?
     }
 
     /// Prunes now instead of at the next periodic prune (tests, benchmarks).
@@ -357,7 +421,12 @@ impl Spool {
 
     /// A new read connection.
     pub fn reader(&self) -> Result<Reader, SpoolError> {
-        Reader::open(&self.inner.path)
+        Ok(Reader::open(&self.inner.path)?.counting(self.inner.corrupt_records.clone()))
+    }
+
+    /// The counter of corrupt records this spool found.
+    pub fn corrupt_records(&self) -> prometheus_client::metrics::counter::Counter {
+        self.inner.corrupt_records.clone()
     }
 
     /// Commits what is queued, checkpoints the WAL and stops the writer.

@@ -1,9 +1,15 @@
-//! [`Reader`]: a read connection of its own, so delivery workers and the
-//! CLI read while the writer commits (WAL).
+//! [`Reader`]: a read connection of its own and the log, so delivery
+//! workers and the CLI read while the writer commits (WAL).
+//!
+//! Events are read by their catalog rows: the rows say where each record
+//! is, the records are read from the log (a run of neighbours with one
+//! read), checked against their CRC and the row, and rendered to envelopes.
 
+use super::log::{self, BodyKind, LogError, Record};
 use super::{SpoolError, open_connection};
+use prometheus_client::metrics::counter::Counter;
 use rusqlite::{Connection, OptionalExtension, params};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A stored event as delivery reads it.
 #[derive(Debug, Clone)]
@@ -16,9 +22,168 @@ pub struct StoredEvent {
     pub envelope: String,
 }
 
+/// The catalog columns [`CatalogRow::from_row`] reads, in order.
+pub(super) const ROW_COLUMNS: &str =
+    "seq, id, resource, received_at_ms, segment, offset, len, corrupt";
+
+/// Where one event's record is, as the catalog says.
+#[derive(Debug, Clone)]
+pub(super) struct CatalogRow {
+    seq: i64,
+    id: String,
+    resource: Option<String>,
+    received_at_ms: i64,
+    segment: i64,
+    offset: u64,
+    len: u64,
+    corrupt: Option<String>,
+}
+
+impl CatalogRow {
+    pub(super) fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(super) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CatalogRow> {
+        Ok(CatalogRow {
+            seq: r.get(0)?,
+            id: r.get(1)?,
+            resource: r.get(2)?,
+            received_at_ms: r.get(3)?,
+            segment: r.get(4)?,
+            offset: r.get::<_, i64>(5)? as u64,
+            len: r.get::<_, i64>(6)? as u64,
+            corrupt: r.get(7)?,
+        })
+    }
+}
+
+/// The envelope of a checked record.
+fn envelope_of(record: &Record) -> Option<String> {
+    match record.body_kind {
+        BodyKind::Envelope => Some(record.body.clone()),
+        BodyKind::Raw => {
+            let id = record.id.to_string();
+            let dedup = format!("{:032x}", record.dedup);
+            let meta = crate::event::Meta {
+                id: &id,
+                received_at_ms: record.received_at_ms,
+                family: &record.family,
+                kind: &record.kind,
+                app_id: &record.app_id,
+                dedup_key: &dedup,
+            };
+            crate::event::render(meta, &record.body)
+        }
+    }
+}
+
+/// Reads `rows` from the log. Each row's outcome: its event, or why it is corrupt.
+pub(super) fn load(
+    log_dir: &Path,
+    rows: Vec<CatalogRow>,
+) -> Result<Vec<(CatalogRow, Result<StoredEvent, String>)>, SpoolError> {
+    let mut out = Vec::with_capacity(rows.len());
+    let mut i = 0;
+    while i < rows.len() {
+        // A run of rows whose records are neighbours in one segment.
+        let mut j = i + 1;
+        while j < rows.len()
+            && rows[j].segment == rows[i].segment
+            && rows[j].offset == rows[j - 1].offset + rows[j - 1].len
+        {
+            j += 1;
+        }
+        let start = rows[i].offset;
+        let end = rows[j - 1].offset + rows[j - 1].len;
+        let bytes = match log::read_at(log_dir, rows[i].segment, start, end - start) {
+            Ok(b) => Some(b),
+            // Pruned while we looked: the rows are gone too.
+            Err(LogError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(LogError::Io(e)) => return Err(SpoolError::Read(e.to_string())),
+            Err(corrupt @ LogError::Corrupt { .. }) => {
+                for row in rows[i..j].iter().cloned() {
+                    out.push((row, Err(corrupt.to_string())));
+                }
+                i = j;
+                continue;
+            }
+        };
+        for row in rows[i..j].iter().cloned() {
+            let Some(bytes) = &bytes else { continue };
+            if let Some(reason) = &row.corrupt {
+                out.push((row.clone(), Err(reason.clone())));
+                continue;
+            }
+            let from = (row.offset - start) as usize;
+            let slice = &bytes[from..from + row.len as usize];
+            let outcome = match log::decode_run(row.segment, row.offset, slice) {
+                Ok(mut records) if records.len() == 1 => {
+                    let (record, _) = records.remove(0);
+                    if record.seq != row.seq || record.id.to_string() != row.id {
+                        Err(format!(
+                            "the record at {} byte {} is seq {}, not {}",
+                            log::segment_name(row.segment),
+                            row.offset,
+                            record.seq,
+                            row.seq
+                        ))
+                    } else {
+                        envelope_of(&record)
+                            .map(|envelope| StoredEvent {
+                                seq: row.seq,
+                                id: row.id.clone(),
+                                received_at_ms: row.received_at_ms,
+                                resource: row.resource.clone(),
+                                envelope,
+                            })
+                            .ok_or_else(|| "the stored payload does not render".to_owned())
+                    }
+                }
+                Ok(_) => Err("the catalog's length spans more than one record".to_owned()),
+                Err(e) => Err(e.to_string()),
+            };
+            out.push((row, outcome));
+        }
+        i = j;
+    }
+    Ok(out)
+}
+
+/// Marks a corrupt record in the catalog and reports it once: a log line and the metric.
+pub(super) fn report_corrupt(
+    conn: &Connection,
+    row: &CatalogRow,
+    reason: &str,
+    counter: Option<&Counter>,
+) {
+    if row.corrupt.is_some() {
+        return;
+    }
+    let first = conn
+        .execute(
+            "UPDATE events SET corrupt = ?1 WHERE seq = ?2 AND corrupt IS NULL",
+            params![reason, row.seq],
+        )
+        .unwrap_or(1);
+    if first > 0 {
+        tracing::error!(
+            event_id = %row.id,
+            seq = row.seq,
+            reason,
+            "a stored event's record is corrupt: it is not delivered (see `hookrelay events show`)"
+        );
+        if let Some(c) = counter {
+            c.inc();
+        }
+    }
+}
+
 /// A read connection: delivery workers and the CLI read through one each.
 pub struct Reader {
     conn: Connection,
+    log_dir: PathBuf,
+    corrupt: Option<Counter>,
 }
 
 impl Reader {
@@ -27,22 +192,52 @@ impl Reader {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        Ok(Reader { conn })
+        let log_dir = log::dir_of(path.parent().unwrap_or(Path::new(".")));
+        Ok(Reader {
+            conn,
+            log_dir,
+            corrupt: None,
+        })
     }
 
-    /// Up to `limit` events with `seq > after`, in order.
-    pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>, SpoolError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT seq, id, resource, envelope, received_at_ms FROM events
-                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )
-            .map_err(read_err)?;
+    /// Counts the corrupt records this reader finds in `counter`.
+    pub fn counting(mut self, counter: Counter) -> Reader {
+        self.corrupt = Some(counter);
+        self
+    }
+
+    /// Reads rows from the log; corrupt records are reported and left out.
+    fn events(&self, rows: Vec<CatalogRow>) -> Result<Vec<StoredEvent>, SpoolError> {
+        let mut out = Vec::with_capacity(rows.len());
+        for (row, outcome) in load(&self.log_dir, rows)? {
+            match outcome {
+                Ok(e) => out.push(e),
+                Err(reason) => report_corrupt(&self.conn, &row, &reason, self.corrupt.as_ref()),
+            }
+        }
+        Ok(out)
+    }
+
+    fn rows(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<CatalogRow>, SpoolError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(read_err)?;
         let rows = stmt
-            .query_map(params![after, limit as i64], stored_event)
+            .query_map(params, CatalogRow::from_row)
             .map_err(read_err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(read_err)
+    }
+
+    /// Up to `limit` events with `seq > after`, in order. A corrupt record
+    /// is reported and left out: the batch's last seq still moves past it.
+    pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>, SpoolError> {
+        let rows = self.rows(
+            &format!("SELECT {ROW_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
+            params![after, limit as i64],
+        )?;
+        self.events(rows)
     }
 
     /// The sink's cursor, if the sink is known to the spool.
@@ -57,14 +252,11 @@ impl Reader {
 
     /// One event's envelope by id.
     pub fn event_by_id(&self, id: &str) -> Result<Option<StoredEvent>, SpoolError> {
-        self.conn
-            .query_row(
-                "SELECT seq, id, resource, envelope, received_at_ms FROM events WHERE id = ?1",
-                [id],
-                stored_event,
-            )
-            .optional()
-            .map_err(read_err)
+        let rows = self.rows(
+            &format!("SELECT {ROW_COLUMNS} FROM events WHERE id = ?1"),
+            [id],
+        )?;
+        Ok(self.events(rows)?.pop())
     }
 
     /// The sink's persisted backoff: (consecutive failures, next attempt at, Unix ms).
@@ -133,7 +325,7 @@ impl Reader {
     }
 }
 
-/// Maps a row of (seq, id, resource, envelope, received_at_ms).
+/// Maps a dead letter row of (id, event_id, resource, envelope, dead_at_ms).
 fn stored_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     Ok(StoredEvent {
         seq: r.get(0)?,
@@ -185,7 +377,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = open(dir.path(), options(), &["s"]);
         let ev = event(7);
-        let (envelope, received_at_ms) = (ev.envelope.clone(), ev.received_at_ms);
+        let (envelope, received_at_ms) = (ev.envelope(), ev.received_at_ms);
         let id = store(&spool, ev).await;
         let reader = spool.reader().unwrap();
         let got = reader.event_by_id(&id).unwrap().unwrap();

@@ -27,7 +27,8 @@ pub fn event(n: u64) -> NewEvent {
     let id = uuid::Uuid::now_v7().to_string();
     NewEvent {
         provider: "zego",
-        envelope: format!("{{\"id\":\"{id}\",\"n\":{n}}}"),
+        body: super::Body::Envelope(format!("{{\"id\":\"{id}\",\"n\":{n}}}")),
+        app_id: "1234567890".into(),
         id,
         received_at_ms: now_ms(),
         dedup_key: format!("{n:032x}"),
@@ -53,6 +54,7 @@ pub fn options() -> SpoolOptions {
         signature_window: Duration::from_secs(3600),
         retention: Duration::ZERO,
         max_size_bytes: 0,
+        ..SpoolOptions::default()
     }
 }
 
@@ -72,7 +74,7 @@ pub fn open(dir: &Path, options: SpoolOptions, sink_names: &[&str]) -> Spool {
 /// writer thread: for tests that drive the writer or the SQL directly.
 pub fn migrated(dir: &Path) -> Connection {
     let mut conn = open_connection(&dir.join(super::FILE_NAME), true).expect("opens");
-    schema::migrate(&mut conn).expect("migrates");
+    schema::migrate(&mut conn, &super::log::dir_of(dir)).expect("migrates");
     conn
 }
 

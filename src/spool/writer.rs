@@ -1,11 +1,16 @@
-//! The writer thread: it owns the write connection, takes every waiting
-//! command into one transaction and commits once (group commit), then
-//! answers each request. [`append_one`] is the dedup and signature-replay
-//! SQL run for every appended event.
+//! The writer thread: it owns the log's end and the catalog's write
+//! connection, takes every waiting command into one batch, decides each
+//! event (new, duplicate, replayed signature) against the key index,
+//! appends the new records to the log with one write and one `fdatasync`,
+//! then records them in the catalog (with the batch's ledger commands) and
+//! commits — group commit — before it answers any request.
 
+use super::keys::{Keys, key128};
+use super::log::{BodyKind, Log, Record};
 use super::recent::RecentKeys;
-use super::{SpoolError, SpoolOptions, maintenance, now_ms};
+use super::{SpoolError, SpoolOptions, maintenance, now_ms, schema};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::Instant;
@@ -13,6 +18,16 @@ use tokio::sync::{oneshot, watch};
 
 /// Most commands committed in one transaction.
 const MAX_BATCH: usize = 1024;
+
+/// What is stored for an event.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// The decoded payload as JSON text, credentials removed: the local
+    /// store keeps this and renders the envelope at delivery.
+    Raw(String),
+    /// A rendered envelope (what the NATS store publishes).
+    Envelope(String),
+}
 
 /// An event ready to be stored. Built by ingest after verification.
 #[derive(Debug, Clone)]
@@ -27,8 +42,29 @@ pub struct NewEvent {
     pub resource: Option<String>,
     pub family: &'static str,
     pub kind: String,
-    /// The serialized envelope.
-    pub envelope: String,
+    pub app_id: String,
+    pub body: Body,
+}
+
+impl NewEvent {
+    /// The envelope sinks receive for this event.
+    pub fn envelope(&self) -> String {
+        match &self.body {
+            Body::Envelope(e) => e.clone(),
+            Body::Raw(raw) => crate::event::render(self.meta(), raw).unwrap_or_default(),
+        }
+    }
+
+    fn meta(&self) -> crate::event::Meta<'_> {
+        crate::event::Meta {
+            id: &self.id,
+            received_at_ms: self.received_at_ms,
+            family: self.family,
+            kind: &self.kind,
+            app_id: &self.app_id,
+            dedup_key: &self.dedup_key,
+        }
+    }
 }
 
 /// What [`Spool::append`](super::Spool::append) did.
@@ -48,6 +84,8 @@ pub(super) type Exec = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::R
 pub(super) enum Command {
     Append(Box<NewEvent>, oneshot::Sender<Result<Appended, SpoolError>>),
     Exec(Exec, oneshot::Sender<Result<(), SpoolError>>),
+    /// Readiness: room for this many bytes, and a durable write.
+    Probe(u64, oneshot::Sender<Result<(), SpoolError>>),
     Prune(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -60,7 +98,7 @@ pub struct Windows {
 }
 
 impl Windows {
-    fn at(now: i64, options: &SpoolOptions) -> Windows {
+    pub(super) fn at(now: i64, options: &SpoolOptions) -> Windows {
         Windows {
             dedup_start: now - options.dedup_window.as_millis() as i64,
             sig_start: now - options.signature_window.as_millis() as i64,
@@ -75,17 +113,10 @@ pub(super) struct Started {
     pub thread: std::thread::JoinHandle<()>,
 }
 
-/// Starts the writer thread on `conn` (already migrated); `max_seq` is the
-/// highest seq in the file.
-pub(super) fn spawn(
-    conn: Connection,
-    options: SpoolOptions,
-    recent: Arc<RecentKeys>,
-    max_seq: i64,
-) -> std::io::Result<Started> {
+/// Starts the writer thread.
+pub(super) fn spawn(writer: Writer) -> std::io::Result<Started> {
     let (tx, rx) = std_mpsc::channel();
-    let (committed_tx, committed) = watch::channel(max_seq);
-    let writer = Writer::new(conn, options, recent, committed_tx);
+    let committed = writer.committed.subscribe();
     let thread = std::thread::Builder::new()
         .name("spool-writer".into())
         .spawn(move || writer.run(rx))?;
@@ -98,26 +129,60 @@ pub(super) fn spawn(
 
 pub(super) struct Writer {
     recent: Arc<RecentKeys>,
-    conn: Connection,
+    pub(super) conn: Connection,
     options: SpoolOptions,
     committed: watch::Sender<i64>,
     last_prune: Instant,
+    log: Log,
+    keys: Keys,
+    next_seq: i64,
+    /// Bytes of every segment but the current one (for `max_size_mb`).
+    sealed_bytes: u64,
+}
+
+/// What a batch decided for one event.
+enum Decision {
+    Stored(Record),
+    Answer(Appended),
+}
+
+/// A catalog row as the dedup confirmations read it.
+struct Row {
+    id: String,
+    dedup: u128,
+    sig: Option<u128>,
+    at_ms: i64,
+}
+
+fn blob_key(b: Option<Vec<u8>>) -> Option<u128> {
+    let b = b?;
+    let bytes: [u8; 16] = b.as_slice().try_into().ok()?;
+    Some(u128::from_be_bytes(bytes))
 }
 
 impl Writer {
+    /// A writer over an opened catalog (`conn`, migrated) and log.
     pub(super) fn new(
         conn: Connection,
         options: SpoolOptions,
         recent: Arc<RecentKeys>,
-        committed: watch::Sender<i64>,
-    ) -> Writer {
-        Writer {
+        log: Log,
+        keys: Keys,
+        next_seq: i64,
+    ) -> std::io::Result<Writer> {
+        let sealed_bytes = super::log::size(log.dir())?.saturating_sub(log.end());
+        let (committed, _) = watch::channel(next_seq - 1);
+        Ok(Writer {
             recent,
             conn,
             options,
             committed,
             last_prune: Instant::now(),
-        }
+            log,
+            keys,
+            next_seq,
+            sealed_bytes,
+        })
     }
 
     fn run(mut self, rx: std_mpsc::Receiver<Command>) {
@@ -150,64 +215,180 @@ impl Writer {
         maintenance::checkpoint_at_close(&self.conn);
     }
 
-    /// Applies a batch in one transaction and answers every command in it.
+    /// The catalog row of `seq`, if it is still there.
+    fn row(&self, seq: i64) -> rusqlite::Result<Option<Row>> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, dedup_key, sig_key, received_at_ms FROM events WHERE seq = ?1",
+            )?
+            .query_row([seq], |r| {
+                Ok(Row {
+                    id: r.get(0)?,
+                    dedup: blob_key(r.get(1)?).unwrap_or_default(),
+                    sig: blob_key(r.get(2)?),
+                    at_ms: r.get(3)?,
+                })
+            })
+            .optional()
+    }
+
+    /// The dedup key an earlier event or repeat was signed with `sig` for.
+    fn signature_use(
+        &self,
+        sig: u128,
+        windows: Windows,
+        batch_sigs: &HashMap<u128, u128>,
+    ) -> rusqlite::Result<Option<u128>> {
+        if let Some(k) = batch_sigs.get(&sig) {
+            return Ok(Some(*k));
+        }
+        for seq in self.keys.sig_candidates(sig) {
+            if let Some(row) = self.row(seq)?
+                && row.sig == Some(sig)
+                && row.at_ms >= windows.sig_start
+            {
+                return Ok(Some(row.dedup));
+            }
+        }
+        Ok(self.keys.resigned(sig, windows.sig_start))
+    }
+
+    /// The id of the first event stored with `dedup` within the window.
+    fn stored_id(
+        &self,
+        dedup: u128,
+        windows: Windows,
+        batch_ids: &HashMap<u128, String>,
+    ) -> rusqlite::Result<Option<String>> {
+        if let Some(id) = batch_ids.get(&dedup) {
+            return Ok(Some(id.clone()));
+        }
+        let mut found = None;
+        // Newest first: the last match is the first event stored.
+        for seq in self.keys.dedup_candidates(dedup) {
+            if let Some(row) = self.row(seq)?
+                && row.dedup == dedup
+                && row.at_ms >= windows.dedup_start
+            {
+                found = Some(row.id);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Decides every append of the batch, in order; a later event sees the
+    /// earlier ones of the same batch.
+    fn decide(
+        &mut self,
+        batch: &[Command],
+        windows: Windows,
+        resigned: &mut Vec<(String, String)>,
+    ) -> rusqlite::Result<Vec<Option<Decision>>> {
+        let mut batch_ids: HashMap<u128, String> = HashMap::new();
+        let mut batch_sigs: HashMap<u128, u128> = HashMap::new();
+        let mut seq = self.next_seq;
+        let mut out = Vec::with_capacity(batch.len());
+        for cmd in batch {
+            let Command::Append(ev, _) = cmd else {
+                out.push(None);
+                continue;
+            };
+            let dedup = key128(&ev.dedup_key);
+            let sig = ev.sig_key.as_deref().map(key128);
+            let mut sig_known = false;
+            if let Some(sig) = sig
+                && let Some(used_by) = self.signature_use(sig, windows, &batch_sigs)?
+            {
+                if used_by != dedup {
+                    out.push(Some(Decision::Answer(Appended::ReplayedSignature)));
+                    continue;
+                }
+                sig_known = true;
+            }
+            if let Some(id) = self.stored_id(dedup, windows, &batch_ids)? {
+                if let (Some(sig), false) = (sig, sig_known) {
+                    // A re-signed retry: remember its signature too, so it
+                    // cannot carry another body later.
+                    batch_sigs.insert(sig, dedup);
+                    if let Some(text) = &ev.sig_key {
+                        resigned.push((text.clone(), ev.dedup_key.clone()));
+                    }
+                }
+                out.push(Some(Decision::Answer(Appended::Duplicate { id })));
+                continue;
+            }
+            let (body_kind, body) = match &ev.body {
+                Body::Raw(raw) => (BodyKind::Raw, raw.clone()),
+                Body::Envelope(e) => (BodyKind::Envelope, e.clone()),
+            };
+            let record = Record {
+                seq,
+                received_at_ms: ev.received_at_ms,
+                id: uuid::Uuid::parse_str(&ev.id).unwrap_or_else(|_| uuid::Uuid::now_v7()),
+                dedup,
+                sig,
+                family: ev.family.to_owned(),
+                kind: ev.kind.clone(),
+                app_id: ev.app_id.clone(),
+                resource: ev.resource.clone(),
+                body_kind,
+                body,
+            };
+            seq += 1;
+            batch_ids.insert(dedup, record.id.to_string());
+            if let Some(sig) = sig {
+                batch_sigs.insert(sig, dedup);
+            }
+            out.push(Some(Decision::Stored(record)));
+        }
+        Ok(out)
+    }
+
+    fn used_bytes(&self) -> u64 {
+        let db = std::fs::metadata(self.conn.path().unwrap_or_default())
+            .map(|m| m.len())
+            .unwrap_or(0);
+        self.sealed_bytes + self.log.end() + db
+    }
+
+    /// Refuses `more` bytes past `spool.max_size_mb`.
+    fn check_room(&self, more: u64) -> Result<(), String> {
+        let max = self.options.max_size_bytes;
+        if max > 0 && self.used_bytes().saturating_add(more) > max {
+            return Err("spool.max_size_mb reached: no room for another event".into());
+        }
+        Ok(())
+    }
+
+    /// Applies a batch and answers every command in it.
     /// Returns the shutdown reply if the batch held a shutdown.
     pub(super) fn process(&mut self, batch: &mut Vec<Command>) -> Option<oneshot::Sender<()>> {
         let now = now_ms();
         let windows = Windows::at(now, &self.options);
-        let mut execs: Vec<Option<Exec>> = batch
-            .iter_mut()
-            .map(|cmd| match cmd {
-                Command::Exec(f, _) => Some(std::mem::replace(f, Box::new(|_| Ok(())))),
-                _ => None,
-            })
-            .collect();
-        let result = (|| -> rusqlite::Result<(Vec<Option<Appended>>, i64)> {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut outcomes = Vec::with_capacity(batch.len());
-            let mut max_seq = 0;
-            for (cmd, exec) in batch.iter().zip(execs.iter_mut()) {
-                if let Some(f) = exec.take() {
-                    f(&tx)?;
-                }
-                match cmd {
-                    Command::Append(ev, _) => {
-                        let (outcome, seq) = append_one(&tx, ev, now, windows)?;
-                        max_seq = max_seq.max(seq);
-                        outcomes.push(Some(outcome));
-                    }
-                    Command::Exec(..) => outcomes.push(None),
-                    Command::Shutdown(_) | Command::Prune(_) => outcomes.push(None),
-                }
-            }
-            tx.commit()?;
-            Ok((outcomes, max_seq))
-        })();
+        self.keys.expire(windows.dedup_start, windows.sig_start);
+        let mut resigned = Vec::new();
+        let result = self
+            .decide(batch, windows, &mut resigned)
+            .map_err(|e| e.to_string())
+            .and_then(|decisions| self.commit(batch, decisions, &resigned, now));
         let mut shutdown = None;
         let mut prune = Vec::new();
         match result {
-            Ok((outcomes, max_seq)) => {
-                if max_seq > 0 {
-                    self.committed.send_if_modified(|v| {
-                        let changed = max_seq > *v;
-                        *v = (*v).max(max_seq);
-                        changed
-                    });
-                }
+            Ok(outcomes) => {
                 for (cmd, outcome) in batch.drain(..).zip(outcomes) {
-                    match (cmd, outcome) {
-                        (Command::Append(ev, reply), Some(o)) => {
+                    match cmd {
+                        Command::Append(ev, reply) => {
+                            let outcome = outcome
+                                .unwrap_or_else(|| Err(SpoolError::Write("no outcome".into())));
                             // Committed: repeats can now be answered from memory.
-                            match &o {
-                                Appended::Stored { id } => self.recent.stored(
+                            match &outcome {
+                                Ok(Appended::Stored { id }) => self.recent.stored(
                                     &ev.dedup_key,
                                     ev.sig_key.as_deref(),
                                     id,
                                     ev.received_at_ms,
                                 ),
-                                Appended::Duplicate { .. } => {
+                                Ok(Appended::Duplicate { .. }) => {
                                     if let Some(sig) = &ev.sig_key {
                                         self.recent.signature(
                                             &ev.dedup_key,
@@ -216,30 +397,30 @@ impl Writer {
                                         );
                                     }
                                 }
-                                Appended::ReplayedSignature => {}
+                                _ => {}
                             }
-                            let _ = reply.send(Ok(o));
+                            let _ = reply.send(outcome);
                         }
-                        (Command::Exec(_, reply), _) => {
+                        Command::Exec(_, reply) => {
                             let _ = reply.send(Ok(()));
                         }
-                        (Command::Shutdown(reply), _) => shutdown = Some(reply),
-                        (Command::Prune(reply), _) => prune.push(reply),
-                        (Command::Append(_, reply), None) => {
-                            let _ = reply.send(Err(SpoolError::Write("no outcome".into())));
+                        Command::Probe(_, reply) => {
+                            let _ = reply.send(outcome.map_or(Ok(()), |o| o.map(drop)));
                         }
+                        Command::Shutdown(reply) => shutdown = Some(reply),
+                        Command::Prune(reply) => prune.push(reply),
                     }
                 }
             }
             Err(e) => {
-                let err = SpoolError::Write(e.to_string());
+                let err = SpoolError::Write(e.clone());
                 tracing::error!(error = %e, batch = batch.len(), "spool commit failed; the batch is answered 503");
                 for cmd in batch.drain(..) {
                     match cmd {
                         Command::Append(_, reply) => {
                             let _ = reply.send(Err(err.clone()));
                         }
-                        Command::Exec(_, reply) => {
+                        Command::Exec(_, reply) | Command::Probe(_, reply) => {
                             let _ = reply.send(Err(err.clone()));
                         }
                         Command::Shutdown(reply) => shutdown = Some(reply),
@@ -257,82 +438,146 @@ impl Writer {
         shutdown
     }
 
+    /// Writes the batch's new records to the log, then its catalog rows and
+    /// ledger commands in one transaction. Returns each command's outcome
+    /// (appends and probes). Nothing is answered `Stored` unless both the
+    /// log sync and the commit succeeded; on failure the log is cut back.
+    #[allow(clippy::type_complexity)]
+    fn commit(
+        &mut self,
+        batch: &mut [Command],
+        decisions: Vec<Option<Decision>>,
+        resigned: &[(String, String)],
+        now: i64,
+    ) -> Result<Vec<Option<Result<Appended, SpoolError>>>, String> {
+        let mut framed = Vec::new();
+        let mut placed = Vec::new();
+        for d in decisions.iter().flatten() {
+            if let Decision::Stored(r) = d {
+                let off = framed.len() as u64;
+                r.encode(&mut framed);
+                placed.push((r, off, (framed.len() as u64 - off) as u32));
+            }
+        }
+        let stored = placed.len() as i64;
+        let mut refused = None;
+        if stored > 0
+            && let Err(reason) = self.check_room(framed.len() as u64)
+        {
+            refused = Some(reason);
+        }
+        let mut at = None;
+        if stored > 0 && refused.is_none() {
+            let first = self.next_seq;
+            let before = self.log.segment();
+            let end = self.log.end();
+            self.log.roll_if_full(first).map_err(|e| e.to_string())?;
+            if self.log.segment() != before {
+                self.sealed_bytes += end;
+            }
+            at = Some(self.log.append(&framed).map_err(|e| e.to_string())?);
+        }
+        let segment = self.log.segment();
+        let probes: Vec<Option<Result<(), String>>> = batch
+            .iter()
+            .map(|c| match c {
+                Command::Probe(room, _) => Some(self.check_room(*room)),
+                _ => None,
+            })
+            .collect();
+        let committed = (|| -> rusqlite::Result<()> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for cmd in batch.iter_mut() {
+                if let Command::Exec(f, _) = cmd {
+                    let f = std::mem::replace(f, Box::new(|_| Ok(())));
+                    f(&tx)?;
+                }
+            }
+            if let Some(at) = at {
+                for (r, off, len) in &placed {
+                    schema::insert_catalog_row(&tx, r, segment, at + off, *len)?;
+                }
+            }
+            for (sig, dedup) in resigned {
+                tx.prepare_cached(
+                    "INSERT INTO signatures (sig_key, dedup_key, seen_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (sig_key) DO NOTHING",
+                )?
+                .execute(params![sig, dedup, now])?;
+            }
+            if probes.iter().flatten().any(Result::is_ok) {
+                tx.prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES ('probed_at_ms', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute([now])?;
+            }
+            let next = if at.is_some() {
+                self.next_seq + stored
+            } else {
+                self.next_seq
+            };
+            schema::set_log_marks(&tx, next, segment, self.log.end())?;
+            tx.commit()
+        })();
+        if let Err(e) = committed {
+            if let Some(at) = at {
+                self.log.cut(at);
+            }
+            return Err(e.to_string());
+        }
+        if at.is_some() {
+            self.next_seq += stored;
+            for (r, _, _) in &placed {
+                self.keys.insert(r.seq, r.received_at_ms, r.dedup, r.sig);
+            }
+            let last = self.next_seq - 1;
+            self.committed.send_if_modified(|v| {
+                let changed = last > *v;
+                *v = (*v).max(last);
+                changed
+            });
+        }
+        for (sig, dedup) in resigned {
+            self.keys.insert_resigned(key128(sig), key128(dedup), now);
+        }
+        let mut probes = probes.into_iter();
+        Ok(decisions
+            .into_iter()
+            .map(|d| {
+                let probe = probes.next().flatten();
+                match (d, probe) {
+                    (Some(Decision::Stored(r)), _) => Some(match &refused {
+                        Some(reason) => Err(SpoolError::Write(reason.clone())),
+                        None => Ok(Appended::Stored {
+                            id: r.id.to_string(),
+                        }),
+                    }),
+                    (Some(Decision::Answer(a)), _) => Some(Ok(a)),
+                    (None, Some(Err(reason))) => Some(Err(SpoolError::Write(reason))),
+                    (None, Some(Ok(()))) => Some(Ok(Appended::ReplayedSignature)),
+                    (None, None) => None,
+                }
+            })
+            .collect())
+    }
+
     fn prune(&mut self) {
         self.last_prune = Instant::now();
-        match maintenance::prune(&mut self.conn, &self.options, now_ms()) {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(deleted = n, "pruned delivered events past retention"),
+        match maintenance::prune(&mut self.conn, &self.options, now_ms(), self.next_seq) {
+            Ok((_, upto)) => {
+                match maintenance::remove_segments(self.log.dir(), self.log.segment(), upto) {
+                    Ok(freed) => self.sealed_bytes = self.sealed_bytes.saturating_sub(freed),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "removing pruned log segments failed; will retry")
+                    }
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "spool prune failed; will retry"),
         }
     }
-}
-
-/// Stores one event, or finds it to be a duplicate or a replayed signature.
-/// Returns the outcome and the new seq (0 unless stored).
-fn append_one(
-    tx: &rusqlite::Transaction<'_>,
-    ev: &NewEvent,
-    now: i64,
-    windows: Windows,
-) -> rusqlite::Result<(Appended, i64)> {
-    let mut sig_known = false;
-    if let Some(sig) = &ev.sig_key {
-        let first_use: Option<String> = tx
-            .prepare_cached(
-                "SELECT dedup_key FROM events WHERE sig_key = ?1 AND received_at_ms >= ?2 LIMIT 1",
-            )?
-            .query_row(params![sig, windows.sig_start], |r| r.get(0))
-            .optional()?;
-        let used_by = match first_use {
-            Some(k) => Some(k),
-            None => tx
-                .prepare_cached(
-                    "SELECT dedup_key FROM signatures WHERE sig_key = ?1 AND seen_at_ms >= ?2",
-                )?
-                .query_row(params![sig, windows.sig_start], |r| r.get(0))
-                .optional()?,
-        };
-        if let Some(key) = used_by {
-            if key != ev.dedup_key {
-                return Ok((Appended::ReplayedSignature, 0));
-            }
-            sig_known = true;
-        }
-    }
-    let existing: Option<String> = tx
-        .prepare_cached(
-            "SELECT id FROM events WHERE dedup_key = ?1 AND received_at_ms >= ?2
-             ORDER BY seq LIMIT 1",
-        )?
-        .query_row(params![ev.dedup_key, windows.dedup_start], |r| r.get(0))
-        .optional()?;
-    if let Some(id) = existing {
-        if let Some(sig) = ev.sig_key.as_ref().filter(|_| !sig_known) {
-            // A re-signed retry: remember its signature too, so it cannot carry another body later.
-            tx.prepare_cached(
-                "INSERT INTO signatures (sig_key, dedup_key, seen_at_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (sig_key) DO NOTHING",
-            )?
-            .execute(params![sig, ev.dedup_key, now])?;
-        }
-        return Ok((Appended::Duplicate { id }, 0));
-    }
-    tx.prepare_cached(
-        "INSERT INTO events (id, received_at_ms, dedup_key, sig_key, resource, family, kind, envelope)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-        ev.id,
-        ev.received_at_ms,
-        ev.dedup_key,
-        ev.sig_key,
-        ev.resource,
-        ev.family,
-        ev.kind,
-        ev.envelope
-    ])?;
-    let seq = tx.last_insert_rowid();
-    Ok((Appended::Stored { id: ev.id.clone() }, seq))
 }
 
 #[cfg(test)]
@@ -348,7 +593,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = open(dir.path(), options(), &["s"]);
         let ev = event(1);
-        let (envelope, resource) = (ev.envelope.clone(), ev.resource.clone());
+        let (envelope, resource) = (ev.envelope(), ev.resource.clone());
         let id = store(&spool, ev).await;
         assert_eq!(*spool.committed().borrow(), 1);
         let got = spool.reader().unwrap().event_by_id(&id).unwrap().unwrap();
@@ -414,9 +659,18 @@ mod tests {
     }
 
     fn writer(dir: &std::path::Path) -> (Writer, watch::Receiver<i64>, Arc<RecentKeys>) {
-        let (committed_tx, committed) = watch::channel(0);
         let recent = Arc::new(RecentKeys::default());
-        let w = Writer::new(migrated(dir), options(), Arc::clone(&recent), committed_tx);
+        let (log, _) = Log::open(&crate::spool::log::dir_of(dir), None, 1).unwrap();
+        let w = Writer::new(
+            migrated(dir),
+            options(),
+            Arc::clone(&recent),
+            log,
+            Keys::default(),
+            1,
+        )
+        .unwrap();
+        let committed = w.committed.subscribe();
         (w, committed, recent)
     }
 

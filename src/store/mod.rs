@@ -59,6 +59,12 @@ pub enum Store {
 impl Store {
     /// Answers a repeat from memory when its original is known to be stored;
     /// [`Recent::Unknown`] means "append it and let the store decide".
+    /// True when the store keeps the payload and renders envelopes at
+    /// delivery (the local spool); false when it keeps envelopes (NATS).
+    pub fn renders_at_delivery(&self) -> bool {
+        matches!(self, Store::Local(_))
+    }
+
     pub fn recent(&self, dedup_key: &str, sig_key: Option<&str>) -> Recent {
         match self {
             Store::Local(spool) => spool.recent(dedup_key, sig_key),

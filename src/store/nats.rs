@@ -368,7 +368,7 @@ impl NatsStore {
             // Vendor text: a CR or LF would make an invalid header.
             headers.insert(RESOURCE, header_safe(resource).as_str());
         }
-        let payload = Bytes::from(ev.envelope.clone());
+        let payload = Bytes::from(ev.envelope());
         let ack = loop {
             let publish = jetstream::message::PublishMessage::build()
                 .payload(payload.clone())
