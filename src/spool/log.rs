@@ -315,6 +315,8 @@ pub struct Log {
     file: File,
     /// Its length: where the next batch goes.
     end: u64,
+    /// Roll to a new segment past this many bytes.
+    segment_bytes: u64,
 }
 
 fn open_segment(dir: &Path, first_seq: i64, create: bool) -> std::io::Result<File> {
@@ -356,6 +358,7 @@ impl Log {
                 segment: next_seq,
                 file,
                 end: 0,
+                segment_bytes: SEGMENT_BYTES,
             };
             return Ok((log, recovered));
         };
@@ -419,6 +422,7 @@ impl Log {
             segment: newest,
             file,
             end,
+            segment_bytes: SEGMENT_BYTES,
         };
         Ok((log, recovered))
     }
@@ -432,9 +436,24 @@ impl Log {
         &self.dir
     }
 
+    /// Rolls segments past `bytes` instead of [`SEGMENT_BYTES`] (a small
+    /// `max_size_mb` needs small segments: space returns a segment at a time).
+    pub fn with_segment_bytes(mut self, bytes: u64) -> Log {
+        self.segment_bytes = bytes.max(1);
+        self
+    }
+
     /// Starts a new segment at `first_seq` if the current one is full (and not empty).
     pub fn roll_if_full(&mut self, first_seq: i64) -> std::io::Result<()> {
-        if self.end < SEGMENT_BYTES {
+        if self.end < self.segment_bytes {
+            return Ok(());
+        }
+        self.roll(first_seq)
+    }
+
+    /// Starts a new segment at `first_seq` unless the current one is empty.
+    pub fn roll(&mut self, first_seq: i64) -> std::io::Result<()> {
+        if self.end == 0 {
             return Ok(());
         }
         let file = open_segment(&self.dir, first_seq, true)?;

@@ -286,6 +286,12 @@ impl Spool {
         let next_seq = marks.map_or(1, |(n, _, _)| n);
         let (log, recovered) = log::Log::open(&log_dir, marks.map(|(_, s, e)| (s, e)), next_seq)
             .map_err(|e| open_err(format!("event log: {e}")))?;
+        // Space returns a segment at a time: under a small `max_size_mb`,
+        // segments are an eighth of it.
+        let log = match options.max_size_bytes {
+            0 => log,
+            max => log.with_segment_bytes((max / 8).clamp(64 * 1024, log::SEGMENT_BYTES)),
+        };
         if recovered.cut_bytes > 0 {
             tracing::warn!(
                 bytes = recovered.cut_bytes,
