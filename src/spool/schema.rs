@@ -255,7 +255,7 @@ pub(super) fn insert_catalog_row(
     len: u32,
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO events (seq, id, received_at_ms, dedup_key, sig_key, resource, family,
+        "INSERT OR REPLACE INTO events (seq, id, received_at_ms, dedup_key, sig_key, resource, family,
                              kind, app_id, segment, offset, len)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?

@@ -555,6 +555,11 @@ impl Writer {
                             id: r.id.to_string(),
                         }),
                     }),
+                    // A full spool fails the whole batch: a duplicate may
+                    // name an event of this batch that was not stored.
+                    (Some(Decision::Answer(_)), _) if refused.is_some() => {
+                        Some(Err(SpoolError::Write(refused.clone().unwrap_or_default())))
+                    }
                     (Some(Decision::Answer(a)), _) => Some(Ok(a)),
                     (None, Some(Err(reason))) => Some(Err(SpoolError::Write(reason))),
                     (None, Some(Ok(()))) => Some(Ok(Appended::ReplayedSignature)),
