@@ -647,7 +647,7 @@ echo "kind=disk events=$STORED events_from=$STORED_FROM acked_local=$ACKED_LOCAL
 log "local spool: $STORED events ($STORED_FROM), $spool_bytes bytes, $((spool_bytes / (STORED > 0 ? STORED : 1))) bytes per event"
 
 # alive PID: running (not gone, not a zombie).
-alive() { [ -r "/proc/$1/stat" ] && [ "$(sed 's/^.*) //' "/proc/$1/stat" | cut -c1)" != Z ]; }
+alive() { local st; st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) && [ -n "$st" ] && [ "$st" != Z ]; }
 log "restarting hookrelay (local spool, $STORED events): SIGTERM, wait for exit, start, time until /readyz answers 200"
 t0=$(now_ms)
 kill -TERM "$SERVER_PID"
