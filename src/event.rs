@@ -41,14 +41,32 @@ pub struct Meta<'a> {
     pub dedup_key: &'a str,
 }
 
+/// [`Envelope`] with `raw` as the stored JSON text, written out as is.
+#[derive(Serialize)]
+struct Rendered<'a> {
+    id: &'a str,
+    received_at: &'a str,
+    provider: Provider,
+    family: Family,
+    kind: &'a str,
+    app_id: &'a str,
+    event_time_ms: Option<i64>,
+    dedup_key: &'a str,
+    event: &'a Value,
+    raw: &'a serde_json::value::RawValue,
+}
+
 /// Renders the envelope of a stored event from its decoded payload (JSON
-/// text). `None` if the family is unknown to this build or `raw` is not JSON.
+/// text, as ingest serialized it). `None` if the family is unknown to this
+/// build or `raw` is not JSON. `raw` is copied into the envelope verbatim;
+/// only the typed `event` is built from it.
 pub fn render(meta: Meta<'_>, raw: &str) -> Option<String> {
     let family = Family::by_name(meta.family)?;
+    let raw_text: &serde_json::value::RawValue = serde_json::from_str(raw).ok()?;
     let payload: Value = serde_json::from_str(raw).ok()?;
     let parsed = family.parse(&payload);
     let received_at = crate::clock::rfc3339(meta.received_at_ms);
-    let envelope = Envelope {
+    let envelope = Rendered {
         id: meta.id,
         received_at: &received_at,
         provider: family.provider(),
@@ -58,7 +76,7 @@ pub fn render(meta: Meta<'_>, raw: &str) -> Option<String> {
         event_time_ms: parsed.event_time_ms,
         dedup_key: meta.dedup_key,
         event: &parsed.event,
-        raw: &payload,
+        raw: raw_text,
     };
     serde_json::to_string(&envelope).ok()
 }
@@ -146,6 +164,74 @@ mod tests {
     use serde_json::json;
 
     const SIGNING: [&str; 3] = ["timestamp", "nonce", "signature"];
+
+    /// The local store renders at delivery what the NATS store renders at
+    /// ingest: the same bytes, for every family.
+    #[test]
+    fn render_from_the_stored_payload_equals_the_envelope_built_at_ingest() {
+        let payloads = [
+            (
+                "stream",
+                json!({"event":"stream_create","appid":"1","stream_id":"s1","create_time":"1700000000","extra":{"b":1,"a":[1.5,null,"é\u{1}"]}}),
+            ),
+            (
+                "cloud_player",
+                json!({"EventType":1,"AppId":1,"PlayerId":"p","EventTime":1700000000123u64,"Detail":{"x":1}}),
+            ),
+            (
+                "cloud_play",
+                json!({"eventType":501,"data":{"taskId":"t","time":1700000000000u64}}),
+            ),
+            (
+                "compose",
+                json!({"event":"compose","task_id":"c","status":2}),
+            ),
+        ];
+        for (family_name, payload) in payloads {
+            let family = Family::by_name(family_name).expect("a family");
+            let parsed = family.parse(&payload);
+            let id = new_id();
+            let at = 1_700_000_000_123;
+            let received_at = crate::clock::rfc3339(at);
+            let dedup = dedup_key(family.provider(), "1", &payload, &[]);
+            let built = serde_json::to_string(&Envelope {
+                id: &id,
+                received_at: &received_at,
+                provider: family.provider(),
+                family,
+                kind: &parsed.kind,
+                app_id: "1",
+                event_time_ms: parsed.event_time_ms,
+                dedup_key: &dedup,
+                event: &parsed.event,
+                raw: &payload,
+            })
+            .unwrap();
+            let meta = Meta {
+                id: &id,
+                received_at_ms: at,
+                family: family_name,
+                kind: &parsed.kind,
+                app_id: "1",
+                dedup_key: &dedup,
+            };
+            let stored = serde_json::to_string(&payload).unwrap();
+            assert_eq!(
+                render(meta, &stored).as_deref(),
+                Some(built.as_str()),
+                "{family_name}"
+            );
+        }
+        let meta = Meta {
+            id: "x",
+            received_at_ms: 0,
+            family: "no_such_family",
+            kind: "k",
+            app_id: "1",
+            dedup_key: "d",
+        };
+        assert_eq!(render(meta, "{}"), None);
+    }
 
     #[test]
     fn dedup_key_ignores_signing_fields_and_key_order() {
