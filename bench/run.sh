@@ -92,9 +92,9 @@ log "building release binaries (hookrelay, examples/baseline, examples/loadgen) 
 CARGO_TARGET_DIR="$TARGET" cargo build --release --locked --quiet \
   --bin hookrelay --example baseline --example loadgen
 BIN="$TARGET/release"
-# HOOKRELAY_BIN: measure another build of hookrelay (e.g. an older commit's
+# OTHER_HOOKRELAY: measure another build of hookrelay (e.g. an older commit's
 # release binary, for an A/B against this one on the same machine).
-HOOKRELAY="${HOOKRELAY_BIN:-$BIN/hookrelay}"
+HOOKRELAY="${OTHER_HOOKRELAY:-$BIN/hookrelay}"
 BASELINE="$BIN/examples/baseline"
 LOADGEN="$BIN/examples/loadgen"
 "$HOOKRELAY" send --help >/dev/null 2>&1 || die "$HOOKRELAY has no \`send\` subcommand"

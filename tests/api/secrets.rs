@@ -343,6 +343,15 @@ async fn the_spool_and_the_file_sink_are_created_owner_only() {
     };
     let spool = root.join("spool");
     assert_eq!(mode(&spool), 0o700, "spool dir");
+    assert_eq!(mode(&spool.join("log")), 0o700, "log dir");
+    let segments: Vec<_> = std::fs::read_dir(spool.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!segments.is_empty(), "the event log has a segment");
+    for segment in &segments {
+        assert_eq!(mode(segment), 0o600, "{}", segment.display());
+    }
     for name in ["spool.sqlite3", "spool.sqlite3-wal", "spool.sqlite3-shm"] {
         assert_eq!(mode(&spool.join(name)), 0o600, "{name}");
     }
