@@ -54,6 +54,7 @@ fn sinks() -> Vec<(String, String)> {
 }
 
 async fn deliver_all(spool: &Spool) {
+    spool.catalogued().await;
     let cursor = *spool.committed().borrow();
     spool.advance("file", cursor).await.unwrap();
 }

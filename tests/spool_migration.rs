@@ -214,6 +214,7 @@ async fn takes_over(variant: &str) {
     let Appended::Stored { id } = spool.append(verified(fresh)).await.unwrap() else {
         panic!("a new event is stored");
     };
+    spool.catalogued().await;
     let stored = reader.event_by_id(&id).unwrap().unwrap();
     assert_eq!(stored.seq, last_seq + 1);
     let envelope: Value = serde_json::from_str(&stored.envelope).unwrap();

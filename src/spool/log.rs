@@ -384,21 +384,17 @@ impl Log {
             file.seek(SeekFrom::Start(from))?;
             file.read_to_end(&mut bytes)?;
             let mut at = 0usize;
-            loop {
-                match read_frame(&bytes[at..]) {
-                    Frame::Good(r, n) => {
-                        recovered.tail.push((
-                            r,
-                            Position {
-                                segment: first,
-                                offset: from + at as u64,
-                                len: n,
-                            },
-                        ));
-                        at += n as usize;
-                    }
-                    Frame::Short | Frame::Bad(_) => break,
-                }
+            // The first frame that does not check out ends what was written.
+            while let Frame::Good(r, n) = read_frame(&bytes[at..]) {
+                recovered.tail.push((
+                    r,
+                    Position {
+                        segment: first,
+                        offset: from + at as u64,
+                        len: n,
+                    },
+                ));
+                at += n as usize;
             }
             let good_end = from + at as u64;
             if good_end < len {

@@ -300,7 +300,7 @@ mod tests {
             )
             .unwrap();
         }
-        prune(&mut conn, &windows(0, 0, 10), NOW, 100).unwrap().0;
+        prune(&mut conn, &windows(0, 0, 10), NOW, 100).unwrap();
         let left: Vec<String> = conn
             .prepare("SELECT sig_key FROM signatures")
             .unwrap()

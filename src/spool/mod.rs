@@ -16,9 +16,11 @@
 //! and wait on a oneshot; the writer takes everything waiting (up to
 //! `MAX_BATCH`) as one batch: it decides each event against the in-memory
 //! key index (`keys.rs`), writes the new records with one write and one
-//! `fdatasync`, then inserts their catalog rows together with the batch's
-//! ledger commands in one transaction, and only then answers — group
-//! commit. The envelope is rendered from the stored payload at delivery
+//! `fdatasync` — group commit — and answers the appends; then it inserts
+//! their catalog rows together with the batch's ledger commands in one
+//! transaction before it takes the next batch. Delivery is told of events
+//! once their rows are committed; [`Spool::catalogued`] lets a reader wait
+//! for that. The envelope is rendered from the stored payload at delivery
 //! (`crate::event::render`), so each event's payload is on disk once.
 //!
 //! # Layout
@@ -37,9 +39,11 @@
 //! - `admin.rs`: operator access for the CLI and the admin API.
 //!
 //! # Invariants
-//! - A reply `Stored`/`Duplicate` is sent only after the record is synced
-//!   and its catalog row committed. On any error the batch's records are
-//!   cut from the log and every request in it gets `SpoolError` (503).
+//! - A reply `Stored`/`Duplicate` is sent only after the record is synced.
+//!   If the write or the sync fails the batch's records are cut from the
+//!   log and every request in it gets `SpoolError` (503). If the catalog
+//!   commit after it fails, the rows wait and go with the next commit (and
+//!   a restart puts them back from the log).
 //! - Seqs are monotonic and never reused (`meta.next_seq`); each sink's
 //!   `cursor` says every event with `seq <= cursor` is done for that sink.
 //! - A record that fails its checksum is reported (log line, metric
@@ -356,6 +360,14 @@ impl Spool {
 
     fn send(&self, command: Command) -> Result<(), SpoolError> {
         self.inner.tx.send(command).map_err(|_| SpoolError::Closed)
+    }
+
+    /// Returns once every event acknowledged before the call is in the
+    /// catalog, so a read by id or a listing finds it. Appends are answered
+    /// when their records are synced; their catalog rows follow within the
+    /// same writer turn.
+    pub async fn catalogued(&self) {
+        let _ = self.exec(|_| Ok(())).await;
     }
 
     /// Records that `sink` is done with every event up to `cursor`; its

@@ -78,11 +78,11 @@ fn envelope_of(record: &Record) -> Option<String> {
     }
 }
 
-/// Reads `rows` from the log. Each row's outcome: its event, or why it is corrupt.
-pub(super) fn load(
-    log_dir: &Path,
-    rows: Vec<CatalogRow>,
-) -> Result<Vec<(CatalogRow, Result<StoredEvent, String>)>, SpoolError> {
+/// A catalog row and what its record turned out to be: the event, or why it is corrupt.
+pub(super) type Loaded = (CatalogRow, Result<StoredEvent, String>);
+
+/// Reads `rows` from the log.
+pub(super) fn load(log_dir: &Path, rows: Vec<CatalogRow>) -> Result<Vec<Loaded>, SpoolError> {
     let mut out = Vec::with_capacity(rows.len());
     let mut i = 0;
     while i < rows.len() {

@@ -81,7 +81,10 @@ pub fn migrated(dir: &Path) -> Connection {
 /// Stores `event` and returns its id; panics unless it was newly stored.
 pub async fn store(spool: &Spool, event: NewEvent) -> String {
     match spool.append(verified(event)).await.expect("appends") {
-        super::Appended::Stored { id } => id,
+        super::Appended::Stored { id } => {
+            spool.catalogued().await;
+            id
+        }
         other => panic!("expected Stored, got {other:?}"),
     }
 }

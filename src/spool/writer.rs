@@ -1,9 +1,9 @@
 //! The writer thread: it owns the log's end and the catalog's write
 //! connection, takes every waiting command into one batch, decides each
 //! event (new, duplicate, replayed signature) against the key index,
-//! appends the new records to the log with one write and one `fdatasync`,
-//! then records them in the catalog (with the batch's ledger commands) and
-//! commits — group commit — before it answers any request.
+//! appends the new records to the log with one write and one `fdatasync`
+//! (group commit) and answers the appends, then records them in the
+//! catalog with the batch's ledger commands in one transaction.
 
 use super::keys::{Keys, key128};
 use super::log::{BodyKind, Log, Record};
@@ -138,6 +138,8 @@ pub(super) struct Writer {
     next_seq: i64,
     /// Bytes of every segment but the current one (for `max_size_mb`).
     sealed_bytes: u64,
+    /// Records synced to the log whose catalog rows are not committed yet.
+    uncatalogued: Vec<(Record, i64, u64, u32)>,
 }
 
 /// What a batch decided for one event.
@@ -182,6 +184,7 @@ impl Writer {
             keys,
             next_seq,
             sealed_bytes,
+            uncatalogued: Vec::new(),
         })
     }
 
@@ -362,71 +365,74 @@ impl Writer {
 
     /// Applies a batch and answers every command in it.
     /// Returns the shutdown reply if the batch held a shutdown.
+    ///
+    /// Appends are answered as soon as the log is synced: that is what
+    /// makes them durable. The catalog rows (and the batch's ledger
+    /// commands) are committed right after, before the next batch is
+    /// decided; delivery sees an event once its row is committed. Should
+    /// that commit fail, the rows are kept and written with the next batch
+    /// (and a restart puts them back from the log in any case).
     pub(super) fn process(&mut self, batch: &mut Vec<Command>) -> Option<oneshot::Sender<()>> {
         let now = now_ms();
         let windows = Windows::at(now, &self.options);
         self.keys.expire(windows.dedup_start, windows.sig_start);
         let mut resigned = Vec::new();
-        let result = self
+        let decided = self
             .decide(batch, windows, &mut resigned)
-            .map_err(|e| e.to_string())
-            .and_then(|decisions| self.commit(batch, decisions, &resigned, now));
+            .map_err(|e| e.to_string());
+        let appended = decided.and_then(|decisions| self.append(decisions));
+        let mut outcomes = match appended {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                tracing::error!(error = %e, batch = batch.len(), "spool write failed; the batch is answered 503");
+                let err = SpoolError::Write(e);
+                batch.iter().map(|_| Some(Err(err.clone()))).collect()
+            }
+        };
+        // Answer the appends now: their records are on disk.
+        for (cmd, outcome) in batch.iter_mut().zip(outcomes.iter_mut()) {
+            let Command::Append(ev, _) = cmd else {
+                continue;
+            };
+            let outcome = outcome
+                .take()
+                .unwrap_or_else(|| Err(SpoolError::Write("no outcome".into())));
+            match &outcome {
+                Ok(Appended::Stored { id }) => {
+                    self.recent
+                        .stored(&ev.dedup_key, ev.sig_key.as_deref(), id, ev.received_at_ms)
+                }
+                Ok(Appended::Duplicate { .. }) => {
+                    if let Some(sig) = &ev.sig_key {
+                        self.recent.signature(&ev.dedup_key, sig, ev.received_at_ms);
+                    }
+                }
+                _ => {}
+            }
+            let placeholder = Command::Prune(oneshot::channel().0);
+            if let Command::Append(_, reply) = std::mem::replace(cmd, placeholder) {
+                let _ = reply.send(outcome);
+            }
+        }
+        let committed = self.commit_catalog(batch, &resigned, now);
         let mut shutdown = None;
         let mut prune = Vec::new();
-        match result {
-            Ok(outcomes) => {
-                for (cmd, outcome) in batch.drain(..).zip(outcomes) {
-                    match cmd {
-                        Command::Append(ev, reply) => {
-                            let outcome = outcome
-                                .unwrap_or_else(|| Err(SpoolError::Write("no outcome".into())));
-                            // Committed: repeats can now be answered from memory.
-                            match &outcome {
-                                Ok(Appended::Stored { id }) => self.recent.stored(
-                                    &ev.dedup_key,
-                                    ev.sig_key.as_deref(),
-                                    id,
-                                    ev.received_at_ms,
-                                ),
-                                Ok(Appended::Duplicate { .. }) => {
-                                    if let Some(sig) = &ev.sig_key {
-                                        self.recent.signature(
-                                            &ev.dedup_key,
-                                            sig,
-                                            ev.received_at_ms,
-                                        );
-                                    }
-                                }
-                                _ => {}
-                            }
-                            let _ = reply.send(outcome);
-                        }
-                        Command::Exec(_, reply) => {
-                            let _ = reply.send(Ok(()));
-                        }
-                        Command::Probe(_, reply) => {
-                            let _ = reply.send(outcome.map_or(Ok(()), |o| o.map(drop)));
-                        }
-                        Command::Shutdown(reply) => shutdown = Some(reply),
-                        Command::Prune(reply) => prune.push(reply),
-                    }
+        for cmd in batch.drain(..) {
+            match cmd {
+                Command::Append(..) => {}
+                Command::Exec(_, reply) => {
+                    let _ = reply.send(committed.clone().map(drop));
                 }
-            }
-            Err(e) => {
-                let err = SpoolError::Write(e.clone());
-                tracing::error!(error = %e, batch = batch.len(), "spool commit failed; the batch is answered 503");
-                for cmd in batch.drain(..) {
-                    match cmd {
-                        Command::Append(_, reply) => {
-                            let _ = reply.send(Err(err.clone()));
-                        }
-                        Command::Exec(_, reply) | Command::Probe(_, reply) => {
-                            let _ = reply.send(Err(err.clone()));
-                        }
-                        Command::Shutdown(reply) => shutdown = Some(reply),
-                        Command::Prune(reply) => prune.push(reply),
-                    }
+                Command::Probe(room, reply) => {
+                    let answer = committed
+                        .clone()
+                        .and_then(|()| self.check_room(room).map_err(SpoolError::Write));
+                    let _ = reply.send(answer);
                 }
+                Command::Shutdown(reply) => shutdown = Some(reply),
+                // An answered append left this placeholder behind.
+                Command::Prune(reply) if reply.is_closed() => {}
+                Command::Prune(reply) => prune.push(reply),
             }
         }
         if !prune.is_empty() {
@@ -438,36 +444,27 @@ impl Writer {
         shutdown
     }
 
-    /// Writes the batch's new records to the log, then its catalog rows and
-    /// ledger commands in one transaction. Returns each command's outcome
-    /// (appends and probes). Nothing is answered `Stored` unless both the
-    /// log sync and the commit succeeded; on failure the log is cut back.
+    /// Writes the batch's new records to the log and syncs them. Returns
+    /// each command's outcome (appends only). Nothing is `Stored` unless
+    /// the sync succeeded; on failure the log is cut back.
     #[allow(clippy::type_complexity)]
-    fn commit(
+    fn append(
         &mut self,
-        batch: &mut [Command],
         decisions: Vec<Option<Decision>>,
-        resigned: &[(String, String)],
-        now: i64,
     ) -> Result<Vec<Option<Result<Appended, SpoolError>>>, String> {
         let mut framed = Vec::new();
-        let mut placed = Vec::new();
+        let mut offsets = Vec::new();
         for d in decisions.iter().flatten() {
             if let Decision::Stored(r) = d {
                 let off = framed.len() as u64;
                 r.encode(&mut framed);
-                placed.push((r, off, (framed.len() as u64 - off) as u32));
+                offsets.push((off, (framed.len() as u64 - off) as u32));
             }
         }
-        let stored = placed.len() as i64;
-        let mut refused = None;
-        if stored > 0
-            && let Err(reason) = self.check_room(framed.len() as u64)
-        {
-            refused = Some(reason);
-        }
-        let mut at = None;
-        if stored > 0 && refused.is_none() {
+        if !offsets.is_empty() {
+            // A full spool fails the whole batch: a duplicate may name an
+            // event of this batch that is not stored.
+            self.check_room(framed.len() as u64)?;
             let first = self.next_seq;
             let before = self.log.segment();
             let end = self.log.end();
@@ -475,16 +472,39 @@ impl Writer {
             if self.log.segment() != before {
                 self.sealed_bytes += end;
             }
-            at = Some(self.log.append(&framed).map_err(|e| e.to_string())?);
+            let at = self.log.append(&framed).map_err(|e| e.to_string())?;
+            let segment = self.log.segment();
+            self.next_seq += offsets.len() as i64;
+            let mut offsets = offsets.into_iter();
+            for d in decisions.iter().flatten() {
+                if let (Decision::Stored(r), Some((off, len))) = (d, offsets.next()) {
+                    self.keys.insert(r.seq, r.received_at_ms, r.dedup, r.sig);
+                    self.uncatalogued.push((r.clone(), segment, at + off, len));
+                }
+            }
         }
-        let segment = self.log.segment();
-        let probes: Vec<Option<Result<(), String>>> = batch
-            .iter()
-            .map(|c| match c {
-                Command::Probe(room, _) => Some(self.check_room(*room)),
-                _ => None,
+        Ok(decisions
+            .into_iter()
+            .map(|d| match d {
+                Some(Decision::Stored(r)) => Some(Ok(Appended::Stored {
+                    id: r.id.to_string(),
+                })),
+                Some(Decision::Answer(a)) => Some(Ok(a)),
+                None => None,
             })
-            .collect();
+            .collect())
+    }
+
+    /// Commits the catalog rows of every synced record not yet in the
+    /// catalog, with the batch's ledger commands and probe, in one
+    /// transaction. On success delivery is told of the new events.
+    fn commit_catalog(
+        &mut self,
+        batch: &mut [Command],
+        resigned: &[(String, String)],
+        now: i64,
+    ) -> Result<(), SpoolError> {
+        let has_probe = batch.iter().any(|c| matches!(c, Command::Probe(..)));
         let committed = (|| -> rusqlite::Result<()> {
             let tx = self
                 .conn
@@ -495,10 +515,8 @@ impl Writer {
                     f(&tx)?;
                 }
             }
-            if let Some(at) = at {
-                for (r, off, len) in &placed {
-                    schema::insert_catalog_row(&tx, r, segment, at + off, *len)?;
-                }
+            for (r, segment, offset, len) in &self.uncatalogued {
+                schema::insert_catalog_row(&tx, r, *segment, *offset, *len)?;
             }
             for (sig, dedup) in resigned {
                 tx.prepare_cached(
@@ -507,32 +525,31 @@ impl Writer {
                 )?
                 .execute(params![sig, dedup, now])?;
             }
-            if probes.iter().flatten().any(Result::is_ok) {
+            if has_probe {
                 tx.prepare_cached(
                     "INSERT INTO meta (key, value) VALUES ('probed_at_ms', ?1)
                      ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 )?
                 .execute([now])?;
             }
-            let next = if at.is_some() {
-                self.next_seq + stored
-            } else {
-                self.next_seq
-            };
-            schema::set_log_marks(&tx, next, segment, self.log.end())?;
+            schema::set_log_marks(&tx, self.next_seq, self.log.segment(), self.log.end())?;
             tx.commit()
         })();
-        if let Err(e) = committed {
-            if let Some(at) = at {
-                self.log.cut(at);
-            }
-            return Err(e.to_string());
+        // A re-signed repeat's signature is remembered either way: it was
+        // answered, and the vendor may retry it.
+        for (sig, dedup) in resigned {
+            self.keys.insert_resigned(key128(sig), key128(dedup), now);
         }
-        if at.is_some() {
-            self.next_seq += stored;
-            for (r, _, _) in &placed {
-                self.keys.insert(r.seq, r.received_at_ms, r.dedup, r.sig);
-            }
+        if let Err(e) = committed {
+            tracing::error!(
+                error = %e,
+                waiting = self.uncatalogued.len(),
+                "spool catalog commit failed; the events are in the log and are catalogued with the next commit"
+            );
+            return Err(SpoolError::Write(e.to_string()));
+        }
+        if !self.uncatalogued.is_empty() {
+            self.uncatalogued.clear();
             let last = self.next_seq - 1;
             self.committed.send_if_modified(|v| {
                 let changed = last > *v;
@@ -540,33 +557,7 @@ impl Writer {
                 changed
             });
         }
-        for (sig, dedup) in resigned {
-            self.keys.insert_resigned(key128(sig), key128(dedup), now);
-        }
-        let mut probes = probes.into_iter();
-        Ok(decisions
-            .into_iter()
-            .map(|d| {
-                let probe = probes.next().flatten();
-                match (d, probe) {
-                    (Some(Decision::Stored(r)), _) => Some(match &refused {
-                        Some(reason) => Err(SpoolError::Write(reason.clone())),
-                        None => Ok(Appended::Stored {
-                            id: r.id.to_string(),
-                        }),
-                    }),
-                    // A full spool fails the whole batch: a duplicate may
-                    // name an event of this batch that was not stored.
-                    (Some(Decision::Answer(_)), _) if refused.is_some() => {
-                        Some(Err(SpoolError::Write(refused.clone().unwrap_or_default())))
-                    }
-                    (Some(Decision::Answer(a)), _) => Some(Ok(a)),
-                    (None, Some(Err(reason))) => Some(Err(SpoolError::Write(reason))),
-                    (None, Some(Ok(()))) => Some(Ok(Appended::ReplayedSignature)),
-                    (None, None) => None,
-                }
-            })
-            .collect())
+        Ok(())
     }
 
     fn prune(&mut self) {
@@ -714,11 +705,12 @@ mod tests {
         ));
     }
 
-    /// Today's behaviour: one failing command fails the whole transaction,
-    /// so nothing in the batch is stored and every request is answered an
-    /// error (ingest answers those 503 and the vendor retries).
+    /// Appends are durable once the log is synced, so a ledger command that
+    /// fails the catalog's transaction fails only the ledger commands: the
+    /// appends are answered `Stored`, their rows wait and are committed
+    /// with the next batch, and only then does delivery see them.
     #[test]
-    fn a_batch_with_one_failing_command_rolls_back_and_answers_every_request_an_error() {
+    fn a_failing_ledger_command_fails_its_transaction_but_not_the_synced_appends() {
         let dir = tempfile::tempdir().unwrap();
         let (mut w, committed, recent) = writer(dir.path());
         let mut batch = Vec::new();
@@ -743,32 +735,34 @@ mod tests {
         assert!(w.process(&mut batch).is_none());
 
         for reply in [before, after] {
-            assert!(matches!(answer(reply), Err(SpoolError::Write(_))));
+            assert!(matches!(answer(reply), Ok(Appended::Stored { .. })));
         }
         for reply in [ok_rx, bad_rx] {
             assert!(matches!(answer(reply), Err(SpoolError::Write(_))));
         }
-        let stored: i64 = w
-            .conn
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM events) + (SELECT COUNT(*) FROM meta)",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(stored, 0, "the whole batch is rolled back");
-        assert_eq!(*committed.borrow(), 0);
+        let rows = |w: &Writer| -> i64 {
+            w.conn
+                .query_row(
+                    "SELECT (SELECT COUNT(*) FROM events) + (SELECT COUNT(*) FROM meta WHERE key = 'x')",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(rows(&w), 0, "the transaction is rolled back");
+        assert_eq!(*committed.borrow(), 0, "delivery does not see them yet");
         let windows = Windows::at(now_ms(), &options());
-        assert_eq!(
+        assert!(matches!(
             recent.lookup(&event(1).dedup_key, None, windows),
-            Recent::Unknown
-        );
+            Recent::Duplicate { .. }
+        ));
 
-        // The writer carries on: the next batch commits.
-        let retry = append(&mut batch, event(1));
+        // The next batch commits its own rows and the waiting ones.
+        let third = append(&mut batch, event(3));
         w.process(&mut batch);
-        assert!(matches!(answer(retry), Ok(Appended::Stored { .. })));
-        assert_eq!(*committed.borrow(), 1);
+        assert!(matches!(answer(third), Ok(Appended::Stored { .. })));
+        assert_eq!(rows(&w), 3);
+        assert_eq!(*committed.borrow(), 3);
     }
 
     #[test]

@@ -469,6 +469,8 @@ impl LocalInspector {
         &self,
         f: impl FnOnce(&mut Admin) -> Result<T, SpoolError> + Send + 'static,
     ) -> Result<T, SpoolError> {
+        // Read what was acknowledged: catalog rows follow the answer.
+        self.spool.catalogued().await;
         let admin = Arc::clone(&self.admin);
         let dir = self.spool.path().parent().map(|p| p.to_owned());
         tokio::task::spawn_blocking(move || {
