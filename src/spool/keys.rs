@@ -9,9 +9,10 @@
 //!
 //! - the newest keys sit in hash maps (the open chunk);
 //! - every [`CHUNK`] events the open chunk is sealed into two sorted arrays
-//!   of 32-bit fingerprint + position (8 bytes per key) and a small bloom
-//!   filter (1 byte per key);
-//! - a chunk is dropped once it is older than the window it serves.
+//!   of 16-bit fingerprint + 16-bit position (4 bytes per key), each behind
+//!   a bloom filter of 16 bits per key: 6 bytes per key in all;
+//! - a chunk's signatures are dropped once older than the signature
+//!   window, the chunk once older than both windows.
 //!
 //! A fingerprint match is only a candidate: the writer confirms it against
 //! the catalog row of that seq (full 128-bit key and time), so a
@@ -190,7 +191,8 @@ impl Keys {
         }
         let mut found = Vec::new();
         for chunk in self.sealed.iter().rev() {
-            let Some(sigs) = &chunk.sigs else { break };
+            // None: no signed event in the chunk, or older than the window.
+            let Some(sigs) = &chunk.sigs else { continue };
             found.clear();
             sigs.positions(short(sig), &mut found);
             out.extend(found.iter().map(|p| chunk.first_seq + *p as i64));
@@ -206,13 +208,10 @@ impl Keys {
             .map(|(k, _)| *k)
     }
 
-    /// Forgets chunks older than the windows.
+    /// Forgets chunks older than both windows, and signatures older than theirs.
     pub fn expire(&mut self, dedup_start: i64, sig_start: i64) {
-        while self
-            .sealed
-            .front()
-            .is_some_and(|c| c.max_at_ms < dedup_start)
-        {
+        let start = dedup_start.min(sig_start);
+        while self.sealed.front().is_some_and(|c| c.max_at_ms < start) {
             self.sealed.pop_front();
         }
         for chunk in self.sealed.iter_mut() {
@@ -289,6 +288,19 @@ mod tests {
         keys.expire(2_000, 2_000);
         assert!(keys.dedup_candidates(k(1)).is_empty());
         assert_eq!(keys.dedup_candidates(k(0)), [CHUNK as i64 + 1]);
+    }
+
+    /// A chunk without any signed event must not hide older chunks'
+    /// signatures that are still inside their window.
+    #[test]
+    fn a_chunk_without_signatures_does_not_hide_older_ones() {
+        let mut keys = Keys::default();
+        keys.insert(1, 1_000, k(1), Some(k(1_000_001)));
+        for i in 2..=(2 * CHUNK as u64) {
+            keys.insert(i as i64, 1_000, k(i), None);
+        }
+        keys.expire(0, 0);
+        assert!(keys.sig_candidates(k(1_000_001)).contains(&1));
     }
 
     #[test]

@@ -19,13 +19,15 @@
 //! after a half-written one.
 //!
 //! # Recovery
-//! [`Log::open`] reads the newest segment from `trusted_end` (the end of
-//! the last record the catalog knows of) to its end. A record that does not
-//! check out there (short, wrong CRC, garbage) and everything after it was
-//! never acknowledged: the file is cut back to the last good record. Before
-//! `trusted_end` a record is acknowledged; one that fails its CRC on a
-//! later read is reported as corrupt ([`LogError::Corrupt`]), never skipped
-//! in silence and never delivered altered.
+//! [`Log::open`] reads the log from `trusted_end` (the end the catalog last
+//! recorded) to its end; what it finds there is put back into the catalog.
+//! A torn write is always the last thing written: a record that does not
+//! check out (short, wrong CRC, garbage) with nothing intact after it is
+//! cut. A damaged record with intact records after it is not a torn write:
+//! opening stops with [`LogError::Corrupt`] rather than cut acknowledged
+//! events. Before `trusted_end`, a record that fails its CRC on a later read
+//! is reported as corrupt, never skipped in silence and never delivered
+//! altered.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -230,6 +232,19 @@ fn read_frame(bytes: &[u8]) -> Frame {
     }
 }
 
+/// Whether the bad frame at the start of `bytes` keeps a plausible length
+/// and an intact frame follows it (a damaged record, not a torn tail).
+fn followed_by_a_good_frame(bytes: &[u8]) -> bool {
+    let Some(len) = bytes.get(0..4) else {
+        return false;
+    };
+    let len = u32::from_le_bytes(len.try_into().unwrap_or_default()) as usize;
+    match bytes.get(HEADER + len..) {
+        Some(rest) if !rest.is_empty() => matches!(read_frame(rest), Frame::Good(..)),
+        _ => false,
+    }
+}
+
 /// Decodes a run of whole frames read from `segment` at `offset`.
 /// The first bad frame is an error: callers only read acknowledged bytes.
 pub fn decode_run(
@@ -397,6 +412,16 @@ impl Log {
                 at += n as usize;
             }
             let good_end = from + at as u64;
+            if at < bytes.len() && followed_by_a_good_frame(&bytes[at..]) {
+                // Not a torn write (that is always the last thing written):
+                // a damaged record with good ones after it. Cutting would
+                // drop acknowledged events; stop and say where.
+                return Err(corrupt(
+                    first,
+                    good_end,
+                    "a damaged record followed by intact ones".into(),
+                ));
+            }
             if good_end < len {
                 if first != newest {
                     // A torn write can only be at the very end of the log.
@@ -639,6 +664,28 @@ mod tests {
             assert_eq!(decode_run(1, third_at, &third).unwrap()[0].0, records[2]);
             assert_eq!(std::fs::metadata(&path).unwrap().len(), framed.len() as u64);
         }
+    }
+
+    /// Past what the catalog knows, a damaged record with intact records
+    /// after it is not a torn write: opening refuses to cut them.
+    #[test]
+    fn a_damaged_record_before_intact_ones_in_the_tail_stops_opening_instead_of_cutting() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<Record> = (1..=3).map(record).collect();
+        let (log, framed) = write(dir.path(), &records);
+        drop(log);
+        let mut first = Vec::new();
+        records[0].encode(&mut first);
+        let mut bytes = framed.clone();
+        bytes[first.len() + HEADER + 3] ^= 0x04;
+        let path = dir.path().join(segment_name(1));
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Log::open(dir.path(), None, 1).err().expect("refused");
+        assert!(
+            matches!(&err, LogError::Corrupt { offset, .. } if *offset == first.len() as u64),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was cut");
     }
 
     #[test]

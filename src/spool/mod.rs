@@ -206,7 +206,7 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> rusqlite::Result<Con
     }
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(5))?;
-    // WAL: readers never block the writer; FULL: a commit is fsynced before it returns.
+    // WAL: readers never block the writer. The synchronous level is set below.
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(rusqlite::Error::InvalidParameterName(format!(
@@ -331,8 +331,8 @@ impl Spool {
         &self.inner.path
     }
 
-    /// Answers a repeat from memory when its original is known to be
-    /// committed; [`Recent::Unknown`] means "append it and let the spool decide".
+    /// Answers a repeat from memory when its original is known to be durably
+    /// stored; [`Recent::Unknown`] means "append it and let the spool decide".
     pub fn recent(&self, dedup_key: &str, sig_key: Option<&str>) -> Recent {
         let now = now_ms();
         let windows = Windows {
@@ -342,7 +342,8 @@ impl Spool {
         self.inner.recent.lookup(dedup_key, sig_key, windows)
     }
 
-    /// Stores a verified event; returns once it is committed (or refused).
+    /// Stores a verified event; returns once its record is synced to the
+    /// log (or refused). Its catalog row follows ([`Spool::catalogued`]).
     pub async fn append(&self, event: Verified<NewEvent>) -> Result<Appended, SpoolError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Append(Box::new(event.into_inner()), reply))?;

@@ -230,14 +230,26 @@ impl Reader {
         rows.collect::<Result<Vec<_>, _>>().map_err(read_err)
     }
 
-    /// Up to `limit` events with `seq > after`, in order. A corrupt record
-    /// is reported and left out: the batch's last seq still moves past it.
+    /// Up to `limit` events with `seq > after`, in order; see [`Reader::page_after`].
     pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>, SpoolError> {
+        Ok(self.page_after(after, limit)?.0)
+    }
+
+    /// Up to `limit` catalog rows with `seq > after`, read from the log, and
+    /// the seq of the page's last row. A record that is corrupt (reported:
+    /// log line, metric, catalog mark) or gone is left out of the events,
+    /// so a reader moves on to the last seq, not the last event returned.
+    pub fn page_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<(Vec<StoredEvent>, Option<i64>), SpoolError> {
         let rows = self.rows(
             &format!("SELECT {ROW_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
             params![after, limit as i64],
         )?;
-        self.events(rows)
+        let last = rows.last().map(|r| r.seq);
+        Ok((self.events(rows)?, last))
     }
 
     /// The sink's cursor, if the sink is known to the spool.

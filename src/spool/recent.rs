@@ -1,10 +1,11 @@
-//! Memory of recently committed dedup keys and ZEGO signatures.
+//! Memory of recently stored dedup keys and ZEGO signatures.
 //!
 //! Vendor retries and resends arrive within seconds to minutes of the
 //! original, so most repeats can be answered from memory — without a trip
-//! through the writer thread — once the original is known to be committed.
-//! The spool's tables stay the authority: a key that has fallen out of this
-//! memory (bounded size, restarts) is still found by the writer.
+//! through the writer thread — once the original is known to be durable
+//! (its record synced to the log). The writer's key index stays the
+//! authority: a key that has fallen out of this memory (bounded size,
+//! restarts) is still found by the writer.
 
 use super::Windows;
 use std::collections::HashMap;

@@ -133,6 +133,11 @@ pub fn migrate(conn: &mut Connection, log_dir: &Path) -> Result<(), String> {
     if version == VERSION {
         return Ok(());
     }
+    // The migration's commit must be on disk before anything is written to
+    // the new log: a power loss that undid it would remove that log at the
+    // next start. FULL for this commit, NORMAL again after.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| e.to_string())?;
     let tx = conn.transaction().map_err(|e| e.to_string())?;
     if version < 1 {
         tx.execute_batch(V1).map_err(|e| e.to_string())?;
@@ -144,7 +149,9 @@ pub fn migrate(conn: &mut Connection, log_dir: &Path) -> Result<(), String> {
     }
     tx.pragma_update(None, "user_version", VERSION)
         .map_err(|e| e.to_string())?;
-    tx.commit().map_err(|e| e.to_string())
+    tx.commit().map_err(|e| e.to_string())?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(|e| e.to_string())
 }
 
 /// Copies a version 1 spool's events (envelopes) into a new log, each under

@@ -140,6 +140,8 @@ pub(super) struct Writer {
     sealed_bytes: u64,
     /// Records synced to the log whose catalog rows are not committed yet.
     uncatalogued: Vec<(Record, i64, u64, u32)>,
+    /// Signatures of re-signed repeats whose rows a failed commit dropped.
+    unsaved_resigned: Vec<(String, String)>,
 }
 
 /// What a batch decided for one event.
@@ -185,6 +187,7 @@ impl Writer {
             next_seq,
             sealed_bytes,
             uncatalogued: Vec::new(),
+            unsaved_resigned: Vec::new(),
         })
     }
 
@@ -218,8 +221,21 @@ impl Writer {
         maintenance::checkpoint_at_close(&self.conn);
     }
 
-    /// The catalog row of `seq`, if it is still there.
+    /// The catalog row of `seq`, if it is still there (or waiting to be
+    /// committed after a failed catalog commit).
     fn row(&self, seq: i64) -> rusqlite::Result<Option<Row>> {
+        if let Ok(i) = self
+            .uncatalogued
+            .binary_search_by_key(&seq, |(r, ..)| r.seq)
+        {
+            let r = &self.uncatalogued[i].0;
+            return Ok(Some(Row {
+                id: r.id.to_string(),
+                dedup: r.dedup,
+                sig: r.sig,
+                at_ms: r.received_at_ms,
+            }));
+        }
         self.conn
             .prepare_cached(
                 "SELECT id, dedup_key, sig_key, received_at_ms FROM events WHERE seq = ?1",
@@ -518,7 +534,7 @@ impl Writer {
             for (r, segment, offset, len) in &self.uncatalogued {
                 schema::insert_catalog_row(&tx, r, *segment, *offset, *len)?;
             }
-            for (sig, dedup) in resigned {
+            for (sig, dedup) in self.unsaved_resigned.iter().chain(resigned) {
                 tx.prepare_cached(
                     "INSERT INTO signatures (sig_key, dedup_key, seen_at_ms) VALUES (?1, ?2, ?3)
                      ON CONFLICT (sig_key) DO NOTHING",
@@ -541,6 +557,8 @@ impl Writer {
             self.keys.insert_resigned(key128(sig), key128(dedup), now);
         }
         if let Err(e) = committed {
+            // Kept, like the rows, for the next commit.
+            self.unsaved_resigned.extend(resigned.iter().cloned());
             tracing::error!(
                 error = %e,
                 waiting = self.uncatalogued.len(),
@@ -548,6 +566,7 @@ impl Writer {
             );
             return Err(SpoolError::Write(e.to_string()));
         }
+        self.unsaved_resigned.clear();
         if !self.uncatalogued.is_empty() {
             self.uncatalogued.clear();
             let last = self.next_seq - 1;
@@ -562,8 +581,23 @@ impl Writer {
 
     fn prune(&mut self) {
         self.last_prune = Instant::now();
+        if !self.uncatalogued.is_empty() {
+            // Records whose rows are not committed must not lose their segment.
+            return;
+        }
         match maintenance::prune(&mut self.conn, &self.options, now_ms(), self.next_seq) {
             Ok((_, upto)) => {
+                if upto >= self.next_seq - 1 && self.log.end() > 0 {
+                    // Every record of the current segment is gone too: start
+                    // a new one so the old one can be removed.
+                    let end = self.log.end();
+                    match self.log.roll(self.next_seq) {
+                        Ok(()) => self.sealed_bytes += end,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot start a new log segment; will retry")
+                        }
+                    }
+                }
                 match maintenance::remove_segments(self.log.dir(), self.log.segment(), upto) {
                     Ok(freed) => self.sealed_bytes = self.sealed_bytes.saturating_sub(freed),
                     Err(e) => {

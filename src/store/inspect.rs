@@ -748,12 +748,13 @@ impl Tail {
                     let r = reader
                         .lock()
                         .map_err(|_| SpoolError::Read("reader poisoned".into()))?;
-                    r.events_after(after, 100)
+                    r.page_after(after, 100)
                 })
                 .await
                 .map_err(read)??;
-                if let Some(last) = batch.last() {
-                    t.after = last.seq;
+                let (batch, page_end) = batch;
+                if let Some(last) = page_end {
+                    t.after = last;
                 }
                 t.buffered.extend(batch);
                 Ok(t.buffered.pop_front())

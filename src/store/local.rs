@@ -20,6 +20,8 @@ pub struct LocalFeed {
     cursor: i64,
     /// The highest seq handed out by `next` and not yet `done`.
     handed_out: i64,
+    /// The last seq of the page `next` read (records left out included).
+    page_end: i64,
 }
 
 impl LocalFeed {
@@ -31,6 +33,7 @@ impl LocalFeed {
             committed: spool.committed(),
             cursor: 0,
             handed_out: 0,
+            page_end: 0,
         };
         let lookup = sink.to_owned();
         let (cursor, (failures, next_attempt_at_ms), attempts) = feed
@@ -46,6 +49,7 @@ impl LocalFeed {
         let feed = LocalFeed {
             cursor,
             handed_out: cursor,
+            page_end: cursor,
             ..feed
         };
         let state = SinkState {
@@ -58,10 +62,21 @@ impl LocalFeed {
 
     pub async fn next(&mut self, max: usize) -> Result<Vec<StoredEvent>, SpoolError> {
         self.committed.borrow_and_update();
-        let after = self.cursor;
-        let batch = self.read(move |r| r.events_after(after, max)).await?;
-        self.handed_out = batch.last().map_or(after, |e| e.seq);
-        Ok(batch)
+        loop {
+            let after = self.cursor;
+            let (batch, page_end) = self.read(move |r| r.page_after(after, max)).await?;
+            let page_end = page_end.unwrap_or(after);
+            if batch.is_empty() && page_end > after {
+                // A page of records that are corrupt (reported) or gone: the
+                // sink moves past them rather than waiting on them forever.
+                self.cursor = page_end;
+                self.spool.advance(&self.sink, page_end).await?;
+                continue;
+            }
+            self.handed_out = batch.last().map_or(after, |e| e.seq);
+            self.page_end = page_end;
+            return Ok(batch);
+        }
     }
 
     pub async fn wait(&mut self, timeout: Duration) {
@@ -77,7 +92,11 @@ impl LocalFeed {
         if !dead.is_empty() {
             self.spool.dead_letter(&self.sink, dead).await?;
         }
-        let last = batch.last().map_or(self.cursor, |e| e.seq);
+        let mut last = batch.last().map_or(self.cursor, |e| e.seq);
+        if last == self.handed_out {
+            // Done with the whole page, corrupt records after its last event included.
+            last = last.max(self.page_end);
+        }
         // Delivered either way: a failure to record it only means a re-delivery.
         self.cursor = last.max(self.cursor);
         self.spool.advance(&self.sink, self.cursor).await
