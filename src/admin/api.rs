@@ -131,6 +131,7 @@ pub fn sink_views(state: &AdminState) -> Vec<SinkView> {
 
 /// `GET /api/sinks`
 pub async fn sinks(State(state): State<AdminState>) -> Json<Value> {
+    state.app.store.settle().await;
     Json(json!({ "sinks": sink_views(&state) }))
 }
 

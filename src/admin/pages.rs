@@ -382,6 +382,7 @@ pub async fn sinks(
          </tr></thead><tbody>",
     );
     let opt = |v: &Option<String>| escape(v.as_deref().unwrap_or("-"));
+    state.app.store.settle().await;
     for s in sink_views(&state) {
         let _ = write!(
             m,

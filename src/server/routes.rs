@@ -291,6 +291,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    state.store.settle().await;
     let newest = state.store.newest_position();
     let body = state.metrics.render(newest, crate::clock::now_ms());
     let mut response = body.into_response();

@@ -368,8 +368,11 @@ impl Spool {
     /// catalog, so a read by id or a listing finds it. Appends are answered
     /// when their records are synced; their catalog rows follow within the
     /// same writer turn.
+    /// Waits at most a second: a writer stuck on a failing disk must not
+    /// hang `/metrics` or the admin API.
     pub async fn catalogued(&self) {
-        let _ = self.exec(|_| Ok(())).await;
+        let barrier = self.exec(|_| Ok(()));
+        let _ = tokio::time::timeout(Duration::from_secs(1), barrier).await;
     }
 
     /// Records that `sink` is done with every event up to `cursor`; its

@@ -419,7 +419,12 @@ impl Inspector {
             Inspector::Local(l) => {
                 let after = match last_id {
                     Some(id) => l.run(move |a| a.resume_after(&id)).await?,
-                    None => *l.spool.committed().borrow(),
+                    None => {
+                        // "From now on": after every event already acknowledged,
+                        // whose catalog rows follow the answer.
+                        l.spool.catalogued().await;
+                        *l.spool.committed().borrow()
+                    }
                 };
                 let spool = l.spool.clone();
                 let reader = tokio::task::spawn_blocking(move || spool.reader())

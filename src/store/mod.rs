@@ -108,6 +108,14 @@ impl Store {
         }
     }
 
+    /// Returns once every acknowledged event is visible to readers (the
+    /// local spool answers before its catalog commit; NATS: at once).
+    pub async fn settle(&self) {
+        if let Store::Local(spool) = self {
+            spool.catalogued().await;
+        }
+    }
+
     /// The position of the newest stored event, from which (minus each
     /// worker's position) the pending gauges are computed; `None` where the
     /// store keeps the backlog per sink itself and the gauges are set from it.
